@@ -1,0 +1,44 @@
+# ambemo: `make help` lists the targets. Set-up happens once, as a dependency of the others.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ambemo-installed
+NAME ?= sft_cot
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup exp test lint format data clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## Create .venv with torch+torchaudio (a matching pair) and ambemo (once; again when pyproject.toml changes)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, then torchaudio against that same torch: see shared/reference/environment.md
+	$(BIN)/python -m pip install -q torch==2.9.1
+	$(BIN)/python -m pip install -q torch==2.9.1 torchaudio==2.9.1
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+exp: setup ## Run an experiment: make exp NAME=sft_cot [ARGS="trainer.max_epochs=2 logger=csv"]
+	$(BIN)/ambemo train experiment=$(NAME) $(ARGS)
+
+test: setup ## Run the test suite (CPU, tiny model)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: setup ## ruff check + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+data: setup ## Generate the built-in synthetic corpus into data/builtin (done on first use anyway)
+	$(BIN)/ambemo data data/builtin
+
+clean: ## Remove runs and generated data (keeps .venv)
+	rm -rf runs data/builtin

@@ -1,0 +1,84 @@
+"""The ``ambemo`` command.
+
+    ambemo train [experiment=NAME] [group=option ...] [key=value | --key=value ...]
+    ambemo train experiment=sft_cot --print-config     # show the resolved config and exit
+    ambemo train --help                                # every key with its type, default and doc
+    ambemo score PRED.jsonl [GOLD.jsonl] [--out FILE]  # score any system's predictions
+    ambemo data [OUT_DIR] [--seed N]                   # generate the built-in synthetic corpus
+    ambemo list                                        # experiments and building blocks
+
+``--key=value`` is accepted everywhere ``key=value`` is, because that is what a W&B sweep agent
+passes to the training command.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ambemo.config import GROUPS, ConfigError, compose, describe, experiment_names, group_options, parse_overrides
+
+USAGE = __doc__ or ""
+
+
+def _train(argv: list[str]) -> int:
+    if "-h" in argv or "--help" in argv:
+        cfg = compose(None, [a for a in parse_overrides([x for x in argv if x not in ("-h", "--help")])])
+        print(USAGE)
+        print(f"Experiments: {', '.join(experiment_names())}")
+        for group in GROUPS:
+            print(f"  {group}=<{'|'.join(group_options(group))}>")
+        print("\nKeys (current values for this experiment):")
+        print("\n".join(describe(cfg)))
+        return 0
+    print_only = "--print-config" in argv
+    cfg = compose(None, parse_overrides([a for a in argv if a != "--print-config"]))
+    if print_only:
+        from ambemo.config import to_yaml
+
+        print(to_yaml(cfg))
+        return 0
+    from ambemo.train import train
+
+    train(cfg)
+    return 0
+
+
+def _list(argv: list[str]) -> int:
+    print("experiments: " + ", ".join(experiment_names()))
+    for group in GROUPS:
+        print(f"{group}: " + ", ".join(group_options(group)))
+    return 0
+
+
+def _data(argv: list[str]) -> int:
+    from ambemo.data.synthetic import main as synthetic_main
+
+    return synthetic_main(argv or ["data/builtin"]) or 0
+
+
+def _score(argv: list[str]) -> int:
+    from ambemo.score import main as score_main
+
+    return score_main(argv)
+
+
+COMMANDS = {"train": _train, "score": _score, "data": _data, "list": _list}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(USAGE)
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"unknown command {argv[0]!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
+            return 2
+        return 0
+    try:
+        return COMMANDS[argv[0]](argv[1:])
+    except ConfigError as err:
+        print(f"ambemo: config error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

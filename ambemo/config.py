@@ -1,0 +1,440 @@
+"""Typed run configuration: dataclasses (the schema), YAML building blocks, command-line overrides.
+
+One config system (OmegaConf). A run's config is composed in this order, later wins:
+
+1. the dataclass defaults below (``RunConfig``);
+2. one YAML building block per group, ``conf/<group>/<option>.yaml``, chosen by the
+   experiment's ``defaults:`` mapping or on the command line as ``group=option``;
+3. the experiment file ``experiments/<name>.yaml`` (everything except ``defaults:``);
+4. command-line overrides ``key=value`` or ``--key=value`` (the form a W&B sweep agent passes).
+
+Every field carries a docstring (the string under it); ``ambemo train --help`` prints them.
+Unknown keys, wrong types and unknown group options raise ``ConfigError`` naming the key and
+the valid choices.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import itertools
+import textwrap
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ambemo.data.labels import CREMA_D_CLASSES
+
+#: Repository root (holds conf/ and experiments/). Set AMBEMO_HOME to use another tree.
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = PACKAGE_ROOT / "conf"
+EXPERIMENTS_DIR = PACKAGE_ROOT / "experiments"
+
+GROUPS = ("data", "model", "strategy", "trainer", "logger")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that says what to change."""
+
+
+@dataclass
+class DataConfig:
+    """Which corpus to read, how to split and batch it."""
+
+    name: str = "synthetic"
+    """Corpus reader: ``synthetic`` (the built-in speech corpus, generated on first use)."""
+    root: str = "data/builtin"
+    """Folder of the corpus (for ``synthetic``: where it is generated; relative to the working directory)."""
+    classes: list[str] = field(default_factory=lambda: list(CREMA_D_CLASSES))
+    """Emotion classes in label order; the read-out scores exactly these names."""
+    seed: int = 0
+    """Seed of the synthetic corpus (clip sampling, prosody jitter, vote redraw, splits)."""
+    n_train: int = 1200
+    """Synthetic corpus: number of training clips."""
+    n_val: int = 150
+    """Synthetic corpus: number of validation clips."""
+    n_test: int = 300
+    """Synthetic corpus: number of test clips."""
+    max_seconds: float = 3.0
+    """Longest audio in seconds; longer clips are truncated (and counted)."""
+    batch_size: int = 32
+    """Training batch size (per device)."""
+    eval_batch_size: int = 64
+    """Validation/test batch size (per device); evaluation generates, so it is memory-bound differently."""
+    num_workers: int = 0
+    """DataLoader worker processes (0 = load in the main process; features are cached in memory)."""
+    cache_encoded: bool = True
+    """Keep each clip's encoded prompt (token ids, log-mel features) in memory after first use, so
+    features are extracted once, not every epoch. About 150 KB per clip with 3 s windows, 1.5 MB
+    with Qwen2-Audio's 30 s windows: turn off for large corpora on small hosts."""
+    limit_train: int = 0
+    """Use only the first N training clips (0 = all). For quick experiments and tests."""
+    limit_eval: int = 0
+    """Use only the first N validation and test clips each (0 = all)."""
+
+
+@dataclass
+class TinyBackboneConfig:
+    """Size of the random-initialised Qwen2-Audio used by ``model=tiny`` (tests, CPU demo)."""
+
+    audio_d_model: int = 64
+    """Audio encoder width."""
+    audio_layers: int = 2
+    """Audio encoder layers."""
+    audio_heads: int = 4
+    """Audio encoder attention heads."""
+    text_hidden: int = 128
+    """Language model width."""
+    text_layers: int = 2
+    """Language model layers."""
+    text_heads: int = 4
+    """Language model attention heads."""
+    text_kv_heads: int = 2
+    """Language model key/value heads (grouped-query attention, as in Qwen2)."""
+    text_ffn: int = 256
+    """Language model MLP width."""
+    num_mel_bins: int = 128
+    """Log-mel bins of the feature extractor (Qwen2-Audio uses 128)."""
+
+
+@dataclass
+class ModelConfig:
+    """The audio-language backbone and what is trained."""
+
+    name: str = "tiny"
+    """Backbone: ``tiny`` (random-initialised Qwen2-Audio built offline) or ``qwen2_audio`` (a local checkpoint)."""
+    path: str | None = None
+    """Local directory of a real checkpoint (e.g. Qwen2-Audio-7B-Instruct); required unless ``name=tiny``."""
+    finetune: str = "lora"
+    """``lora`` (peft adapters on the language model) or ``full`` (every weight)."""
+    lora_r: int = 8
+    """LoRA rank."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator (scale = alpha / r)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA branch."""
+    lora_targets: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """Module names that get adapters: the language model's attention and MLP projections."""
+    dtype: str = "float32"
+    """Weight dtype: ``float32``, ``bfloat16`` or ``float16``."""
+    attn_implementation: str = "sdpa"
+    """Attention kernel passed to transformers (``sdpa``, ``eager``, ``flash_attention_2``)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward (non-reentrant, with input grads enabled so LoRA still trains)."""
+    chunk_seconds: int = 3
+    """Audio window of the feature extractor in seconds (30 for the real Qwen2-Audio; ``tiny`` uses 3)."""
+    tiny: TinyBackboneConfig = field(default_factory=TinyBackboneConfig)
+    """Sizes for ``name=tiny``."""
+
+
+@dataclass
+class StrategyConfig:
+    """The training strategy (one LightningModule each) and its optimisation."""
+
+    name: str = "sft"
+    """Strategy: ``sft`` (supervised CoT + KL read-out). DPO and GRPO plug in here."""
+    use_cot: bool = True
+    """Train on and generate the structured reasoning before the answer slot; False answers directly."""
+    kl_weight: float = 1.0
+    """lambda: weight of KL(p_human || p_model) at the answer slot (0 = the KL ablation)."""
+    ce_weight: float = 1.0
+    """Weight of the token cross-entropy on the curated reasoning (ignored without CoT)."""
+    answer_ce_weight: float = 0.0
+    """Weight of a hard cross-entropy on the majority class's token at the answer slot (plain-SFT
+    baseline; the KL ablation uses it so the model still learns to name an emotion there)."""
+    lr: float = 1e-4
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """AdamW betas."""
+    warmup_ratio: float = 0.03
+    """Fraction of optimizer steps of linear warm-up before cosine decay."""
+    min_lr_ratio: float = 0.1
+    """Cosine decay floor as a fraction of ``lr``."""
+    max_new_tokens: int = 160
+    """Evaluation: most reasoning tokens generated before the answer slot is forced."""
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings."""
+
+    accelerator: str = "auto"
+    """``cpu``, ``gpu`` or ``auto``."""
+    devices: Any = 1
+    """Number of devices (or ``auto``)."""
+    num_nodes: int = 1
+    """Number of nodes (multi-node DDP through Lightning's launchers)."""
+    strategy: str = "auto"
+    """Lightning strategy: ``auto``, ``ddp``, ``ddp_spawn`` ..."""
+    precision: str = "32-true"
+    """Lightning precision: ``32-true``, ``bf16-mixed``, ``bf16-true`` ..."""
+    max_epochs: int = 20
+    """Training epochs."""
+    max_steps: int = -1
+    """Stop after this many optimizer steps (-1 = no limit)."""
+    check_val_every_n_epoch: int = 5
+    """Run validation (which generates reasoning) every N epochs."""
+    log_every_n_steps: int = 10
+    """Log training metrics every N steps."""
+    gradient_clip_val: float = 1.0
+    """Clip the global gradient norm (0 = off)."""
+    accumulate_grad_batches: int = 1
+    """Gradient accumulation."""
+    fast_dev_run: bool = False
+    """One batch of train, val and test: checks that a config runs end to end."""
+    limit_val_batches: float = 1.0
+    """Fraction (or count, if > 1) of validation batches."""
+    torch_threads: int = 0
+    """CPU threads for torch (0 = leave torch's default)."""
+
+
+@dataclass
+class LoggerConfig:
+    """Where metrics go (a CSV of per-step metrics is always written)."""
+
+    name: str = "wandb"
+    """``wandb`` (offline without WANDB_API_KEY, online with it) or ``csv`` (CSV only)."""
+    project: str = "ambemo"
+    """W&B project."""
+    entity: str | None = None
+    """W&B entity (team or user); None = the key's default."""
+    mode: str = "auto"
+    """W&B mode: ``auto`` (online iff WANDB_API_KEY is set), ``offline`` or ``online``."""
+    tags: list[str] = field(default_factory=list)
+    """W&B tags."""
+
+
+@dataclass
+class RunConfig:
+    """One run: an experiment composed from the groups, plus run-level settings."""
+
+    experiment: str = "sft_cot"
+    """Name of the experiment file (``experiments/<name>.yaml``); also the run folder's name."""
+    seed: int = 0
+    """Seed for model initialisation, data order and sampling."""
+    out_dir: str = "runs"
+    """Run folders go to ``<out_dir>/<experiment>/<timestamp>/``."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Group ``data`` (conf/data/*.yaml): the corpus."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Group ``model`` (conf/model/*.yaml): the backbone."""
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    """Group ``strategy`` (conf/strategy/*.yaml): the training strategy."""
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    """Group ``trainer`` (conf/trainer/*.yaml): devices and loop."""
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    """Group ``logger`` (conf/logger/*.yaml): W&B or CSV only."""
+
+
+# --------------------------------------------------------------------------------------------
+# Composition
+
+
+def group_options(group: str) -> list[str]:
+    """Names of the YAML building blocks of a group (``conf/<group>/*.yaml``)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def experiment_names() -> list[str]:
+    """Names of the experiment files (``experiments/*.yaml``)."""
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as err:  # yaml errors come in several types; all mean the same to a user
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return cfg
+
+
+def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
+    """Merge ``update`` into the typed ``base``, turning OmegaConf's errors into ones that name the key."""
+    try:
+        return OmegaConf.merge(base, update)  # type: ignore[return-value]
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or ""
+        raise ConfigError(_explain(err, key, source)) from None
+
+
+def _explain(err: OmegaConfBaseException, key: str, source: str) -> str:
+    parent, _, leaf = key.rpartition(".")
+    schema = _schema_at(parent)
+    if schema is not None and leaf and leaf not in {f.name for f in fields(schema)}:
+        valid = ", ".join(f.name for f in fields(schema))
+        where = f"{parent}." if parent else ""
+        return f"{source}: unknown key '{key}'. Valid keys under '{where or '(top level)'}': {valid}"
+    msg = str(err).splitlines()[0]
+    return f"{source}: bad value for '{key}': {msg}"
+
+
+def _schema_at(dotted: str) -> type | None:
+    cls: type = RunConfig
+    for part in [p for p in dotted.split(".") if p]:
+        match = {f.name: f for f in fields(cls)}.get(part)
+        if match is None:
+            return None
+        hint = _field_types(cls).get(part)
+        if not (isinstance(hint, type) and is_dataclass(hint)):
+            return None
+        cls = hint
+    return cls
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(cls)
+
+
+def parse_overrides(argv: list[str]) -> list[str]:
+    """Normalise ``--key=value``, ``--key value`` and ``key=value`` to ``key=value`` strings."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--"):
+            arg = arg[2:]
+            if "=" not in arg:
+                if i + 1 >= len(argv):
+                    raise ConfigError(f"override '--{arg}' has no value; write --{arg}=VALUE")
+                arg = f"{arg}={argv[i + 1]}"
+                i += 1
+        if "=" not in arg:
+            raise ConfigError(f"cannot read override '{arg}': write key=value (e.g. trainer.max_epochs=3)")
+        out.append(arg)
+        i += 1
+    return out
+
+
+def compose(experiment: str | None = None, overrides: list[str] | None = None) -> DictConfig:
+    """Build the run config for an experiment with command-line overrides applied.
+
+    ``overrides`` are ``key=value`` strings (see ``parse_overrides``); ``experiment=NAME`` and
+    ``group=option`` among them choose the experiment file and building blocks.
+    """
+    overrides = list(overrides or [])
+    group_choice: dict[str, str] = {}
+    dotted: list[str] = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key == "experiment":
+            experiment = value
+        elif key in GROUPS:
+            group_choice[key] = value
+        else:
+            dotted.append(item)
+    experiment = experiment or RunConfig.experiment
+    exp_path = EXPERIMENTS_DIR / f"{experiment}.yaml"
+    if not exp_path.is_file():
+        raise ConfigError(f"unknown experiment '{experiment}'. Valid choices: {', '.join(experiment_names())}")
+    exp_cfg = _read_yaml(exp_path)
+    defaults = exp_cfg.pop("defaults", None) or {}
+    if not isinstance(defaults, DictConfig):
+        raise ConfigError(f"{exp_path}: 'defaults' must map group -> option, e.g. {{model: tiny}}")
+    for group in defaults:
+        if group not in GROUPS:
+            raise ConfigError(f"{exp_path}: unknown group '{group}' in defaults. Valid groups: {', '.join(GROUPS)}")
+
+    cfg = OmegaConf.structured(RunConfig)
+    for group in GROUPS:
+        option = group_choice.get(group) or defaults.get(group)
+        if option is None:
+            continue
+        block = CONF_DIR / group / f"{option}.yaml"
+        if not block.is_file():
+            raise ConfigError(
+                f"unknown {group} option '{option}'. Valid choices for {group}: {', '.join(group_options(group))}"
+            )
+        cfg = _merge(cfg, {group: _read_yaml(block)}, str(block))
+    cfg = _merge(cfg, exp_cfg, str(exp_path))
+    cfg.experiment = experiment
+    try:
+        cli = OmegaConf.from_dotlist(dotted)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot read overrides {dotted}: {err}") from None
+    cfg = _merge(cfg, cli, "command line")
+    OmegaConf.set_readonly(cfg, False)
+    OmegaConf.set_struct(cfg, True)
+    _check(cfg)
+    return cfg
+
+
+_CHOICES = {
+    "data.name": ("synthetic",),
+    "model.name": ("tiny", "qwen2_audio"),
+    "model.finetune": ("lora", "full"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "strategy.name": ("sft",),
+    "logger.name": ("wandb", "csv"),
+    "logger.mode": ("auto", "offline", "online"),
+}
+
+
+def _check(cfg: DictConfig) -> None:
+    """Cross-field checks that the types alone cannot express."""
+    for key, valid in _CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in valid:
+            raise ConfigError(f"bad value for '{key}': {value!r}. Valid choices: {', '.join(valid)}")
+    if cfg.model.name != "tiny" and not cfg.model.path:
+        raise ConfigError(
+            f"model.name={cfg.model.name} loads a local checkpoint: set model.path=/dir/of/the/checkpoint "
+            "(no model hub is contacted)"
+        )
+    if len(set(cfg.data.classes)) != len(cfg.data.classes) or len(cfg.data.classes) < 2:
+        raise ConfigError(f"data.classes must list at least two distinct names, got {list(cfg.data.classes)}")
+    for key in ("data.batch_size", "data.eval_batch_size", "strategy.max_new_tokens"):
+        if OmegaConf.select(cfg, key) < 1:
+            raise ConfigError(f"'{key}' must be >= 1")
+
+
+# --------------------------------------------------------------------------------------------
+# Field documentation (for --help)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each dataclass field (attribute docstrings, read from source)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def describe(cfg: DictConfig, cls: type = RunConfig, prefix: str = "") -> list[str]:
+    """Lines ``key = value  # doc`` for every field, for ``ambemo train --help``."""
+    lines: list[str] = []
+    docs = field_docs(cls)
+    hints = _field_types(cls)
+    for f in fields(cls):
+        hint = hints[f.name]
+        value = cfg[f.name]
+        if isinstance(hint, type) and is_dataclass(hint):
+            lines.extend(describe(value, hint, f"{prefix}{f.name}."))
+            continue
+        shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        lines.append(f"  {prefix}{f.name} = {shown!r}  # {docs.get(f.name, '')}")
+    return lines
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    """The resolved config as YAML (what every run saves as ``config.yaml``)."""
+    return OmegaConf.to_yaml(cfg, resolve=True)

@@ -1,0 +1,130 @@
+"""Reasoning generation and the distribution read-out.
+
+p_hat = softmax over the LM-head logits of the class names' first tokens at the answer slot's
+last token (DESIGN.md, "Read-out"). Nothing is parsed from text, so a distribution always
+exists and is differentiable. Whether the model *itself* reached a well-formed reasoning and
+answer slot is reported separately as ``format_ok``: when it did not, the slot is appended
+(forced) so a distribution can still be read, and the row counts against ``format_ok_rate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from ambemo.model.backbone import Backbone
+from ambemo.model.prompts import parse_cot
+
+AUDIO_KEYS = ("input_features", "feature_attention_mask")
+
+
+def gather_rows(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``logits[b, index[b]]`` for each row: (B, T, V) -> (B, V)."""
+    return logits[torch.arange(logits.shape[0], device=logits.device), index]
+
+
+def class_logits(slot_logits: torch.Tensor, class_token_ids: Sequence[int]) -> torch.Tensor:
+    """The read-out logits (B, C): the slot's vocabulary logits at the class names' first tokens."""
+    return slot_logits[:, list(class_token_ids)]
+
+
+def forward_logits(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """Full-sequence logits (B, T, V) for a batch with audio."""
+    out = model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        input_features=batch["input_features"],
+        feature_attention_mask=batch["feature_attention_mask"],
+    )
+    return out.logits
+
+
+class StopAfterSlot(StoppingCriteria):
+    """Stops each row once its newly generated tokens end with the answer slot's token ids."""
+
+    def __init__(self, slot_ids: Sequence[int], prompt_length: int) -> None:
+        self.slot = torch.tensor(list(slot_ids))
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        k = len(self.slot)
+        new = input_ids[:, self.prompt_length :]
+        if new.shape[1] < k:
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return (new[:, -k:] == self.slot.to(input_ids.device)).all(-1)
+
+
+def cut_at_slot(generated: Sequence[int], slot_ids: Sequence[int]) -> tuple[list[int], bool]:
+    """Tokens up to and including the first answer slot, and whether the model produced one.
+    Without a slot, the generated tokens (minus padding done by the caller) plus a forced slot."""
+    gen, slot, k = list(generated), list(slot_ids), len(slot_ids)
+    for end in range(k, len(gen) + 1):
+        if gen[end - k : end] == slot:
+            return gen[:end], True
+    return gen + slot, False
+
+
+@dataclass
+class Reading:
+    """What evaluation of one batch produced."""
+
+    distribution: torch.Tensor
+    """p_hat, shape (B, C)."""
+    reasoning: list[str] | None
+    """Generated reasoning per row (None when the prompt answers directly)."""
+    format_ok: torch.Tensor | None
+    """Per row: did the model itself write a well-formed reasoning ending in the answer slot."""
+
+
+@torch.no_grad()
+def read_distribution(
+    backbone: Backbone,
+    batch: dict,
+    use_cot: bool,
+    max_new_tokens: int,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+) -> Reading:
+    """Generate the reasoning (if ``use_cot``) from a left-padded prompt batch, then read out p_hat."""
+    model = backbone.model
+    if not use_cot:
+        logits = forward_logits(model, batch)[:, -1]
+        return Reading(torch.softmax(class_logits(logits, backbone.class_token_ids).float(), -1), None, None)
+
+    prompt_length = batch["input_ids"].shape[1]
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
+    sequences = model.generate(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        input_features=batch["input_features"],
+        feature_attention_mask=batch["feature_attention_mask"],
+        max_new_tokens=max_new_tokens,
+        stopping_criteria=StoppingCriteriaList([StopAfterSlot(backbone.answer_slot_ids, prompt_length)]),
+        pad_token_id=backbone.tokenizer.pad_token_id,
+        **sampling,
+    )
+    pad = backbone.tokenizer.pad_token_id
+    rows, texts, ok = [], [], []
+    new_tokens = sequences[:, prompt_length:]
+    for prompt, mask, generated in zip(batch["input_ids"], batch["attention_mask"], new_tokens, strict=True):
+        reasoning, found = cut_at_slot([t for t in generated.tolist() if t != pad], backbone.answer_slot_ids)
+        text = backbone.tokenizer.decode(reasoning, skip_special_tokens=False)
+        texts.append(text)
+        ok.append(found and parse_cot(text) is not None)
+        rows.append(prompt[mask.bool()].tolist() + reasoning)
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, width - len(row) :] = torch.as_tensor(row)
+        attention[i, width - len(row) :] = 1
+    device = batch["input_ids"].device
+    readout_batch = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
+    readout_batch.update({k: batch[k] for k in AUDIO_KEYS})
+    logits = forward_logits(model, readout_batch)[:, -1]
+    distribution = torch.softmax(class_logits(logits, backbone.class_token_ids).float(), -1)
+    return Reading(distribution, texts, torch.tensor(ok, device=device))

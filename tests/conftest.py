@@ -1,0 +1,46 @@
+"""Shared fixtures: one small built-in corpus per test session, and overrides for tiny, fast runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.pop("WANDB_API_KEY", None)  # tests never talk to a W&B server
+torch.set_num_threads(2)
+
+SMALL = {"n_train": 48, "n_val": 8, "n_test": 8}
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 64-clip built-in corpus (generated once per test session)."""
+    from ambemo.data.synthetic import generate_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    generate_corpus(root, seed=0, workers=1, **SMALL)
+    return root
+
+
+@pytest.fixture
+def fast_overrides(small_corpus: Path, tmp_path: Path) -> list[str]:
+    """Overrides that make any experiment a seconds-long run on the small corpus."""
+    return [
+        f"data.root={small_corpus}",
+        *(f"data.{k}={v}" for k, v in SMALL.items()),
+        "data.batch_size=8",
+        "data.eval_batch_size=8",
+        f"out_dir={tmp_path / 'runs'}",
+        "strategy.max_new_tokens=24",
+        "trainer.accelerator=cpu",
+    ]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_run_dir_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The recipe shares its run folder with DDP ranks through this variable; tests start clean.
+    monkeypatch.delenv("AMBEMO_RUN_DIR", raising=False)

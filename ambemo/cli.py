@@ -53,7 +53,8 @@ def _list(argv: list[str]) -> int:
 def _data(argv: list[str]) -> int:
     from ambemo.data.synthetic import main as synthetic_main
 
-    return synthetic_main(argv or ["data/builtin"]) or 0
+    synthetic_main(argv or ["data/builtin"])
+    return 0
 
 
 def _score(argv: list[str]) -> int:

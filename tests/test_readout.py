@@ -143,3 +143,16 @@ def test_missing_checkpoint_path_is_a_clear_error(tmp_path) -> None:
     cfg = compose("sft_cot", ["model=qwen2_audio_7b", f"model.path={tmp_path}"])
     with pytest.raises(BackboneError, match=r"no config\.json"):
         load_backbone(cfg.model, CREMA_D_CLASSES)
+
+
+def test_generation_never_emits_audio_placeholders() -> None:
+    # An extra <|AUDIO|> in the reasoning would no longer match the audio features when the
+    # read-out re-reads prompt + reasoning; generation must never produce one.
+    torch.manual_seed(0)
+    bb = load_backbone(compose("sft_cot", []).model, CREMA_D_CLASSES)
+    with torch.no_grad():
+        bb.model.lm_head.weight[bb.audio_token_ids[0]] += 5.0  # make the placeholder the likeliest token
+    enc = PromptEncoder(bb, CREMA_D_CLASSES, use_cot=True)
+    reading = read_distribution(bb, enc.prompt_batch(_clips()), use_cot=True, max_new_tokens=16)
+    assert not any("<|AUDIO|>" in text for text in reading.reasoning)
+    torch.testing.assert_close(reading.distribution.sum(-1), torch.ones(3))

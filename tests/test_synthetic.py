@@ -18,6 +18,7 @@ from ambemo.data.synthetic import (
     PROTOTYPES,
     SENTENCES,
     VOTES_FILE,
+    cue_reading,
     curated_cot,
     generate_corpus,
     main,
@@ -96,15 +97,27 @@ def test_votes_are_multinomial_redraws_of_the_real_clip(corpus, vote_table):
     assert redrawn > len(rows) // 2  # the votes are resampled, not copied
 
 
-def test_every_cot_parses_and_names_the_majority(corpus):
+def test_every_cot_parses_and_names_the_cue_reading_majority(corpus):
+    cues = {
+        row["id"]: np.array([row["cues"][c] for c in CUES])
+        for row in map(json.loads, (corpus.parent / "cues.jsonl").read_text().splitlines())
+    }
     for row in _lines(corpus):
         cot = row["cot"]
         assert cot.endswith(ANSWER_SLOT)
         parts = parse_cot(cot)
         assert parts is not None, cot
-        majority = max(row["latent"], key=row["latent"].get)
+        # the synthesis states what the voice implies (the cue reading), not the hidden latent
+        majority = CREMA_D_CLASSES[int(np.argmax(cue_reading(cues[row["id"]])))]
         assert f"would hear {majority}" in parts.synthesis
         assert 40 <= len(cot.split()) <= 90
+
+
+def test_cue_reading_recovers_prototype_mixtures():
+    for k in range(len(CREMA_D_CLASSES)):
+        np.testing.assert_allclose(cue_reading(PROTOTYPES[k]), np.eye(len(CREMA_D_CLASSES))[k], atol=1e-3)
+    mix = np.array([0.6, 0.0, 0.0, 0.0, 0.4, 0.0])
+    np.testing.assert_allclose(cue_reading(mix @ PROTOTYPES), mix, atol=1e-3)
 
 
 def test_cot_describes_the_cues():

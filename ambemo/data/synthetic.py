@@ -13,8 +13,11 @@ and makes the *audio* learnable and reproducible:
   spectral tilt, breathiness, tremor) is the latent-weighted mixture of per-emotion
   prototypes, plus per-clip jitter and per-speaker offsets, so the distribution is
   recoverable from the voice but not trivially (see ``ambemo.data.synth_voice``).
-* Reasoning: each clip gets a short structured CoT written from its known cues and latent
-  distribution: the corpus's stand-in for curated CoT.
+* Reasoning: each clip gets a short structured CoT written from its known cues: the corpus's
+  stand-in for curated CoT. Its synthesis states the *cue reading* (``cue_reading``: the
+  mixture of prototypes that best explains the cues), i.e. what an expert could hear, not the
+  hidden latent distribution. A reasoning that quotes the latent teaches the read-out to trust
+  text the model cannot reproduce from audio (``cot_reading="latent"`` builds that variant).
 
 ``generate_corpus`` is idempotent: a complete corpus with the same parameters is reused; a
 build happens in a temporary sibling folder renamed into place, and ``corpus.json`` (the
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import multiprocessing
 import os
@@ -201,8 +205,57 @@ def _evidence(
     return f"{_join([cue_phrase(CUES[c], cues[c]) for c in named])} {verb} {name}", named
 
 
+#: What the CoT's synthesis states, by ``cot_reading`` (worded for the dataset card).
+COT_READINGS = {
+    "cues": "cue reading (the prototype mixture that best explains the cues, i.e. what is audible)",
+    "latent": "latent distribution itself (as a teacher that sees the target would write)",
+}
+
+
+@functools.cache
+def _support_solvers() -> tuple[np.ndarray, np.ndarray]:
+    """``(M, c)`` of shape (63, 6, 7) and (63, 6): for support S (one row per non-empty subset of
+    the prototypes), ``M[S] @ target + c[S]`` solves the sum-to-one least squares restricted to
+    S (its KKT system, inverted once), with zeros outside S."""
+    design = PROTOTYPES / CLIP_JITTER_SD
+    k = len(design)
+    matrices, offsets = np.zeros((2**k - 1, k, design.shape[1])), np.zeros((2**k - 1, k))
+    for row, mask in enumerate(range(1, 2**k)):
+        support = [j for j in range(k) if mask >> j & 1]
+        n = len(support)
+        kkt = np.zeros((n + 1, n + 1))
+        kkt[:n, :n] = 2 * design[support] @ design[support].T
+        kkt[:n, n] = kkt[n, :n] = 1.0
+        inverse = np.linalg.pinv(kkt)
+        matrices[row, support] = inverse[:n, :n] @ (2 * design[support])
+        offsets[row, support] = inverse[:n, n]
+    return matrices, offsets
+
+
+def cue_reading(cues: np.ndarray) -> np.ndarray:
+    """The distribution the cues themselves imply: argmin_w ||(w @ PROTOTYPES - cues) / SD||^2 on the simplex.
+
+    Cues are generated as latent @ PROTOTYPES + jitter, so this is the best an expert listener
+    could recover from the voice alone. Solved exactly: the minimiser of this convex problem
+    solves the sum-to-one least squares on its own support, so solve it on every support and
+    keep the best non-negative solution. (Gradient methods crawl here: the prototypes are
+    nearly collinear, condition number ~2e4.) On the default corpus the reading scores test JS
+    0.219 bits vs the prior's 0.333.
+    """
+    design = PROTOTYPES / CLIP_JITTER_SD
+    target = cues / CLIP_JITTER_SD
+    matrices, offsets = _support_solvers()
+    candidates = matrices @ target + offsets
+    feasible = candidates.min(axis=1) >= -1e-9
+    losses = np.where(feasible, ((candidates @ design - target) ** 2).sum(axis=1), np.inf)
+    best = np.clip(candidates[int(np.argmin(losses))], 0.0, None)
+    return best / best.sum()
+
+
 def curated_cot(sentence: Sentence, cues: np.ndarray, latent: np.ndarray) -> str:
-    """The clip's structured reasoning, from its jittered cues (relative to the speaker's neutral voice) and latent.
+    """The clip's structured reasoning, from its jittered cues (relative to the speaker's neutral
+    voice) and a reading of them: ``latent`` is the distribution the synthesis states (the cue
+    reading by default, see ``cue_reading``).
 
     Templated with a small vocabulary on purpose: a tiny tokenizer is trained on these texts,
     and a tiny model must be able to learn to write them.
@@ -348,7 +401,8 @@ def _reference(clips: list[_Clip]) -> dict:
     return {"test": {"prior": score(prior, target), "oracle": score(_distributions(test, "latent"), target)}}
 
 
-def _manifest_line(clip: _Clip) -> str:
+def _manifest_line(clip: _Clip, cot_reading: str) -> str:
+    reading = cue_reading(clip.cues) if cot_reading == "cues" else clip.latent
     return json.dumps(
         {
             "id": clip.uid,
@@ -357,7 +411,7 @@ def _manifest_line(clip: _Clip) -> str:
             "votes": {name: int(v) for name, v in zip(CREMA_D_CLASSES, clip.votes, strict=True)},
             "latent": {name: float(v) for name, v in zip(CREMA_D_CLASSES, clip.latent, strict=True)},
             "split": clip.split,
-            "cot": curated_cot(SENTENCES[clip.row["sentence"]], clip.cues, clip.latent),
+            "cot": curated_cot(SENTENCES[clip.row["sentence"]], clip.cues, reading),
             "speaker": clip.row["actor"],
             "acted": CREMA_D_CLASSES[VOTE_COLUMNS.index(clip.row["acted_emotion"])],
             "source_clip": clip.row["fileName"],
@@ -428,7 +482,8 @@ sentences, with emotion-dependent prosody, and labels taken from the real CREMA-
   (active-speech level -30 dBFS + loud_db, soft-limited), then 0.05-0.25 s of leading silence.
   `cues.jsonl` lists every clip's cues and realised voice parameters.
 * **Reasoning.** `cot` is a templated structured CoT written from the clip's cues (relative to
-  its speaker's neutral voice) and its latent distribution: the corpus's curated CoT.
+  its speaker's neutral voice): the corpus's curated CoT. Its synthesis states the
+  {COT_READINGS[params["cot_reading"]]}.
 
 {_table(proto_rows)}
 
@@ -504,18 +559,23 @@ def generate_corpus(
     sample_rate: int = 16000,
     max_seconds: float = 3.0,
     workers: int = 2,
+    cot_reading: str = "cues",
 ) -> Path:
     """Build (or reuse) the synthetic corpus in ``out_dir``; returns the path of its ``manifest.jsonl``.
 
     The output depends only on the parameters other than ``workers`` (byte-identical audio and
     manifest for the same seed). An existing complete corpus with the same parameters is
     returned untouched; anything else there that looks like a corpus is rebuilt.
+    ``cot_reading`` is what the CoT's synthesis states: ``cues`` (what the voice implies) or
+    ``latent`` (the hidden target itself, as a teacher that sees the votes would write).
     """
     out_dir = Path(out_dir).resolve()
     if n_train < 1 or n_test < 1 or n_val < 0 or seed < 0:
         raise ValueError("need n_train >= 1, n_test >= 1, n_val >= 0 and seed >= 0")
     if sample_rate <= 0 or max_seconds <= 0 or workers < 1:
         raise ValueError("sample_rate and max_seconds must be positive and workers >= 1")
+    if cot_reading not in COT_READINGS:
+        raise ValueError(f"cot_reading must be 'cues' or 'latent', got {cot_reading!r}")
     params = {
         "seed": int(seed),
         "n_train": int(n_train),
@@ -523,6 +583,7 @@ def generate_corpus(
         "n_test": int(n_test),
         "sample_rate": int(sample_rate),
         "max_seconds": float(max_seconds),
+        "cot_reading": cot_reading,
     }
     manifest = out_dir / "manifest.jsonl"
     if _is_complete(out_dir, params):
@@ -541,7 +602,8 @@ def generate_corpus(
                 "espeak_ng": espeak_version(private_library(lib_dir)),
                 "espeakng_loader": metadata.version("espeakng-loader"),
             }
-        (build / "manifest.jsonl").write_text("".join(_manifest_line(c) + "\n" for c in clips), encoding="utf-8")
+        lines = "".join(_manifest_line(c, cot_reading) + "\n" for c in clips)
+        (build / "manifest.jsonl").write_text(lines, encoding="utf-8")
         (build / "cues.jsonl").write_text("".join(_cues_line(c) + "\n" for c in clips), encoding="utf-8")
         reference = _reference(clips)
         (build / "reference.json").write_text(json.dumps(reference, indent=2) + "\n", encoding="utf-8")

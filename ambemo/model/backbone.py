@@ -50,6 +50,9 @@ class Backbone:
     """First token of " <class name>" for each class, in label order: the read-out scores these."""
     answer_slot_ids: list[int]
     """Token ids of the answer slot; generation stops once a row has produced them."""
+    audio_token_ids: list[int]
+    """The audio placeholder and its delimiters: never generated (an extra placeholder in the
+    reasoning would no longer match the audio features when the read-out re-reads it)."""
     sample_rate: int = SAMPLE_RATE
 
     @property
@@ -174,9 +177,16 @@ def load_backbone(model_cfg: DictConfig, classes: Sequence[str]) -> Backbone:
     tokenizer = processor.tokenizer  # type: ignore[attr-defined]
     ids = class_token_ids(tokenizer, classes)
     slot = tokenizer.encode(ANSWER_SLOT, add_special_tokens=False)
+    audio_tokens = [processor.audio_token, processor.audio_bos_token, processor.audio_eos_token]  # type: ignore[attr-defined]
     model = _apply_finetuning(model, model_cfg)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return Backbone(model=model, processor=processor, class_token_ids=ids, answer_slot_ids=slot)
+    return Backbone(
+        model=model,
+        processor=processor,
+        class_token_ids=ids,
+        answer_slot_ids=slot,
+        audio_token_ids=tokenizer.convert_tokens_to_ids(audio_tokens),
+    )
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

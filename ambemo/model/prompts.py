@@ -54,11 +54,18 @@ def format_cot(cot: CoT) -> str:
 
 
 _COT_PATTERN = re.compile(
-    re.escape(KEYWORDS_OPEN) + r"(?P<keywords>.*?)" + re.escape(KEYWORDS_CLOSE) + r"\s*"
-    + re.escape(STEP_TEXT) + r"(?P<text>.*?)"
-    + re.escape(STEP_AUDIO) + r"(?P<audio>.*?)"
-    + re.escape(STEP_SYNTHESIS) + r"(?P<synthesis>.*?)"
-    + re.escape(ANSWER_SLOT) + r"\s*$",
+    re.escape(KEYWORDS_OPEN)
+    + r"(?P<keywords>.*?)"
+    + re.escape(KEYWORDS_CLOSE)
+    + r"\s*"
+    + re.escape(STEP_TEXT)
+    + r"(?P<text>.*?)"
+    + re.escape(STEP_AUDIO)
+    + r"(?P<audio>.*?)"
+    + re.escape(STEP_SYNTHESIS)
+    + r"(?P<synthesis>.*?)"
+    + re.escape(ANSWER_SLOT)
+    + r"\s*$",
     re.DOTALL,
 )
 _MARKERS = (KEYWORDS_OPEN, KEYWORDS_CLOSE, STEP_TEXT, STEP_AUDIO, STEP_SYNTHESIS, ANSWER_SLOT)

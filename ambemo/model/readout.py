@@ -105,6 +105,7 @@ def read_distribution(
         max_new_tokens=max_new_tokens,
         stopping_criteria=StoppingCriteriaList([StopAfterSlot(backbone.answer_slot_ids, prompt_length)]),
         pad_token_id=backbone.tokenizer.pad_token_id,
+        suppress_tokens=backbone.audio_token_ids,
         **sampling,
     )
     pad = backbone.tokenizer.pad_token_id

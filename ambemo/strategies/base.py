@@ -81,6 +81,13 @@ class EmotionModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.test_results = self._log_metrics("test", self.test_metrics)
+        if self.trainer.world_size > 1:
+            # Every rank scored its shard; rank 0 writes predictions.jsonl, so collect them all.
+            # A distributed sampler pads with repeated clips: keep each id once.
+            shards: list[list[dict]] = [[] for _ in range(self.trainer.world_size)]
+            torch.distributed.all_gather_object(shards, self.test_rows)
+            unique = {row["id"]: row for shard in shards for row in shard}
+            self.test_rows = list(unique.values())
 
     def _log_metrics(self, split: str, metrics: DistributionMetrics) -> dict[str, float]:
         values = metrics.compute()

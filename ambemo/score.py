@@ -38,6 +38,8 @@ from typing import Any
 
 import torch
 
+from ambemo.data.jsonl import iter_json_objects
+from ambemo.data.jsonl import where as line_where
 from ambemo.metrics.functional import normalise_rows
 from ambemo.metrics.metrics import js_variant_description, score_distributions
 
@@ -71,22 +73,10 @@ def read_distribution_jsonl(
     unreadable files, invalid JSON, a missing/ill-typed id or field, duplicate ids, no rows.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScoreInputError(f"{path}: cannot read: {exc}") from exc
     rows: list[DistributionRow] = []
     first_line: dict[str, int] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        where = f"{path} line {number}"
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ScoreInputError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(record, dict):
-            raise ScoreInputError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for number, record in iter_json_objects(path, ScoreInputError):
+        where = line_where(path, number)
         if "id" not in record:
             raise ScoreInputError(f"{where}: missing 'id' field")
         raw_id = record["id"]
@@ -115,7 +105,7 @@ def read_distribution_jsonl(
 
 def _vector(row: DistributionRow, classes: Sequence[str], path: Path, class_source: str) -> list[float]:
     """Validate one row's mapping against the class list and return its raw values in class order."""
-    where = f"{path} line {row.line}"
+    where = line_where(path, row.line)
     unknown = [c for c in row.values if c not in classes]
     missing = [c for c in classes if c not in row.values]
     if unknown or (missing and row.field != "votes"):

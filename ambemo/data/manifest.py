@@ -11,11 +11,12 @@ A bad line raises ``ManifestError`` naming the file, the line and what is wrong.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ambemo.data.jsonl import iter_json_objects
+from ambemo.data.jsonl import where as line_where
 from ambemo.data.labels import votes_to_distribution
 
 SPLITS = ("train", "val", "test")
@@ -43,15 +44,9 @@ def read_manifest(path: str | Path, classes: Sequence[str]) -> list[Utterance]:
     path = Path(path)
     rows: list[Utterance] = []
     seen: set[str] = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ManifestError(f"{where}: not valid JSON ({err.msg})") from None
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+    for number, item in iter_json_objects(path, ManifestError):
+        where = line_where(path, number)
+        if not isinstance(item.get("id"), str) or not item["id"]:
             raise ManifestError(f"{where}: each line needs a non-empty string 'id'")
         uid = item["id"]
         if uid in seen:

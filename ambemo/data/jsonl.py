@@ -1,0 +1,38 @@
+"""Reading JSONL files line by line with errors that name the file and the line.
+
+Shared by every reader of user-supplied JSONL (corpus manifests, ``ambemo score`` inputs): a
+bad line must be reported where it is, never skipped silently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def where(path: str | Path, line: int) -> str:
+    """How errors name a line: ``"<path> line <n>"``."""
+    return f"{path} line {line}"
+
+
+def iter_json_objects(path: str | Path, error: type[ValueError] = ValueError) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line number, object)`` per non-blank line (numbers count blank lines too).
+
+    Raises ``error`` for an unreadable file, invalid JSON, or a line that is not a JSON object.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: cannot read: {exc}") from exc
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise error(f"{where(path, number)}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise error(f"{where(path, number)}: expected a JSON object, got {type(record).__name__}")
+        yield number, record

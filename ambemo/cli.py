@@ -5,6 +5,8 @@
     ambemo train --help                                # every key with its type, default and doc
     ambemo score PRED.jsonl [GOLD.jsonl] [--out FILE]  # score any system's predictions
     ambemo data [OUT_DIR] [--seed N]                   # generate the built-in synthetic corpus
+    ambemo curate CORPUS --store STORE.jsonl [--dry-run] [--max-cost USD] ...  # verified CoTs (--help)
+    ambemo data summary data=NAME [key=value ...] [--out FILE.json]  # splits, priors, durations, skips
     ambemo list                                        # experiments and building blocks
 
 ``--key=value`` is accepted everywhere ``key=value`` is, because that is what a W&B sweep agent
@@ -51,6 +53,15 @@ def _list(argv: list[str]) -> int:
 
 
 def _data(argv: list[str]) -> int:
+    if argv[:1] == ["summary"]:
+        from ambemo.data.report import CorpusError
+        from ambemo.data.summary import main as summary_main
+
+        try:
+            return summary_main(argv[1:])
+        except CorpusError as err:
+            print(f"ambemo: data error: {err}", file=sys.stderr)
+            return 2
     from ambemo.data.synthetic import main as synthetic_main
 
     synthetic_main(argv or ["data/builtin"])
@@ -63,7 +74,13 @@ def _score(argv: list[str]) -> int:
     return score_main(argv)
 
 
-COMMANDS = {"train": _train, "score": _score, "data": _data, "list": _list}
+def _curate(argv: list[str]) -> int:
+    from ambemo.cot.curate import main as curate_main
+
+    return curate_main(argv)
+
+
+COMMANDS = {"train": _train, "score": _score, "data": _data, "list": _list, "curate": _curate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,13 +45,41 @@ class DataConfig:
     """Which corpus to read, how to split and batch it."""
 
     name: str = "synthetic"
-    """Corpus reader: ``synthetic`` (the built-in speech corpus, generated on first use)."""
+    """Corpus reader: ``synthetic`` (the built-in speech corpus, generated on first use), ``manifest``
+    (a JSONL manifest, ``path``), ``iemocap`` (the official release) or ``crema_d`` (a CREMA-D copy)."""
     root: str = "data/builtin"
-    """Folder of the corpus (for ``synthetic``: where it is generated; relative to the working directory)."""
+    """Folder of the corpus, relative to the working directory: ``synthetic``: where it is generated;
+    ``iemocap``: the IEMOCAP_full_release folder; ``crema_d``: the folder with AudioWAV/ and processedResults/."""
+    path: str | None = None
+    """``manifest``: the JSONL manifest file (its audio paths are relative to it)."""
     classes: list[str] = field(default_factory=lambda: list(CREMA_D_CLASSES))
-    """Emotion classes in label order; the read-out scores exactly these names."""
+    """Emotion classes in label order; the read-out scores exactly these names. With ``manifest``,
+    ``[]`` takes the manifest's class names, sorted alphabetically."""
     seed: int = 0
-    """Seed of the synthetic corpus (clip sampling, prosody jitter, vote redraw, splits)."""
+    """Seed of the synthetic corpus (clip sampling, prosody jitter, vote redraw, splits) and of the
+    other corpora's seeded splits (CREMA-D actors, manifest lines without a split, IEMOCAP val dialogs)."""
+    fold: int = 1
+    """``iemocap``: leave-one-session-out fold k in 1..5: test = Session k, val = a seeded
+    ``val_fraction`` of the other four sessions' dialogs, train = the rest."""
+    val_fraction: float = 0.1
+    """Seeded validation share of the speakers (``crema_d``; ``manifest`` lines without a split) or
+    of the training sessions' dialogs (``iemocap``)."""
+    test_fraction: float = 0.1
+    """Seeded test share of the speakers (``crema_d``; ``manifest`` lines without a split)."""
+    out_of_set_votes: str = "renormalise"
+    """Votes for categories outside ``classes`` (``iemocap``, ``crema_d``): ``renormalise`` drops them
+    and normalises the rest; ``drop_utterance`` skips the utterance. Both are counted."""
+    multi_label_votes: str = "each"
+    """``iemocap``: an evaluator naming k categories gives each one vote (``each``) or 1/k (``split``)."""
+    consensus_in_classes: bool = False
+    """``iemocap``: keep only utterances whose consensus label is one of ``classes`` (the usual
+    5,531-utterance set with the 4 classes)."""
+    on_bad_labels: str = "error"
+    """A bad label line (not JSON, unknown class, negative/NaN/zero votes, duplicate id...): ``error``
+    names every one with file and line and stops; ``skip`` leaves them out, counted and listed."""
+    on_bad_audio: str = "error"
+    """A missing, unreadable, corrupt, empty, too short or silent audio file, or one below 4 kHz:
+    ``error`` names every one and stops; ``skip`` leaves them out, counted and listed."""
     n_train: int = 1200
     """Synthetic corpus: number of training clips."""
     n_val: int = 150
@@ -59,13 +87,21 @@ class DataConfig:
     n_test: int = 300
     """Synthetic corpus: number of test clips."""
     max_seconds: float = 3.0
-    """Longest audio in seconds; longer clips are truncated (and counted)."""
+    """Longest audio in seconds (see ``max_duration_policy``)."""
+    max_duration_policy: str = "truncate"
+    """Clips longer than ``max_seconds``: ``truncate`` (keep the start) or ``skip``; both are counted."""
+    cache_dir: str | None = None
+    """Where decoded 16 kHz audio is cached (HF ``datasets`` tables keyed by the audio files and
+    audio settings); None = ``.ambemo-cache/`` in the corpus folder (``root``, or the manifest's)."""
     batch_size: int = 32
     """Training batch size (per device)."""
     eval_batch_size: int = 64
     """Validation/test batch size (per device); evaluation generates, so it is memory-bound differently."""
     num_workers: int = 0
     """DataLoader worker processes (0 = load in the main process; features are cached in memory)."""
+    cot_store: str | None = None
+    """Curated CoT store (JSONL from ``ambemo curate``): its accepted reasoning replaces the
+    corpus's own for the training clips it covers."""
     cache_encoded: bool = True
     """Keep each clip's encoded prompt (token ids, log-mel features) in memory after first use, so
     features are extracted once, not every epoch. About 150 KB per clip with 3 s windows, 1.5 MB
@@ -126,6 +162,10 @@ class ModelConfig:
     """Attention kernel passed to transformers (``sdpa``, ``eager``, ``flash_attention_2``)."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward (non-reentrant, with input grads enabled so LoRA still trains)."""
+    init_from: str | None = None
+    """Start from trained weights: a checkpoint file, a run folder (its best checkpoint, else its
+    last), or ``latest:<experiment>`` (the newest finished run of that experiment under
+    ``out_dir``; if there is none, it is trained first with this run's data, seed and logger)."""
     chunk_seconds: int = 3
     """Audio window of the feature extractor in seconds (30 for the real Qwen2-Audio; ``tiny`` uses 3)."""
     tiny: TinyBackboneConfig = field(default_factory=TinyBackboneConfig)
@@ -159,6 +199,31 @@ class StrategyConfig:
     """Cosine decay floor as a fraction of ``lr``."""
     max_new_tokens: int = 160
     """Evaluation: most reasoning tokens generated before the answer slot is forced."""
+    num_rollouts: int = 4
+    """DPO: reasoning rollouts sampled per utterance to find a rejected one."""
+    rejected_min_js: float = 0.05
+    """DPO: the worst rollout is rejected only if its JS (bits) to the human distribution exceeds
+    this; utterances without one are skipped and counted (``train/dpo_skipped``)."""
+    group_size: int = 4
+    """GRPO: K sampled trajectories per utterance (GRPO_z adds the curated one as member K+1)."""
+    include_curated: bool = False
+    """GRPO_z: the curated reasoning joins each group, its reward computed like the others'."""
+    beta: float = 0.1
+    """DPO: inverse temperature of the preference loss. GRPO: weight of KL(pi || pi_ref)."""
+    clip_epsilon: float = 0.2
+    """GRPO: the ratio pi / pi_old is clipped to [1 - eps, 1 + eps]."""
+    format_weight: float = 0.1
+    """GRPO: weight of the format reward (lambda_3); reward = -KL(p_human || p_hat) + w * r_format."""
+    rollout_temperature: float = 1.0
+    """Sampling temperature of training rollouts (DPO and GRPO)."""
+    rollout_top_p: float = 1.0
+    """Nucleus sampling of training rollouts (1.0 = off)."""
+    rollout_max_new_tokens: int = 160
+    """Most reasoning tokens per rollout before the answer slot is forced."""
+    cot_token_dropout: float = 0.0
+    """Training: replace this fraction of the curated reasoning's *input* tokens by random tokens
+    (the CE targets stay the true tokens). The read-out then learns not to trust the reasoning
+    blindly: at test time it reads the model's own, imperfect reasoning, not the curated one."""
 
 
 @dataclass
@@ -191,6 +256,8 @@ class TrainerConfig:
     """One batch of train, val and test: checks that a config runs end to end."""
     limit_val_batches: float = 1.0
     """Fraction (or count, if > 1) of validation batches."""
+    test_weights: str = "best"
+    """Weights that score the test split: ``best`` (lowest val JS seen; early stopping) or ``last``."""
     torch_threads: int = 0
     """CPU threads for torch (0 = leave torch's default)."""
 
@@ -370,13 +437,19 @@ def compose(experiment: str | None = None, overrides: list[str] | None = None) -
 
 
 _CHOICES = {
-    "data.name": ("synthetic",),
+    "data.name": ("synthetic", "manifest", "iemocap", "crema_d"),
+    "data.out_of_set_votes": ("renormalise", "drop_utterance"),
+    "data.multi_label_votes": ("each", "split"),
+    "data.on_bad_labels": ("error", "skip"),
+    "data.on_bad_audio": ("error", "skip"),
+    "data.max_duration_policy": ("truncate", "skip"),
     "model.name": ("tiny", "qwen2_audio"),
     "model.finetune": ("lora", "full"),
     "model.dtype": ("float32", "bfloat16", "float16"),
-    "strategy.name": ("sft",),
+    "strategy.name": ("sft", "dpo", "grpo"),
     "logger.name": ("wandb", "csv"),
     "logger.mode": ("auto", "offline", "online"),
+    "trainer.test_weights": ("best", "last"),
 }
 
 
@@ -391,11 +464,49 @@ def _check(cfg: DictConfig) -> None:
             f"model.name={cfg.model.name} loads a local checkpoint: set model.path=/dir/of/the/checkpoint "
             "(no model hub is contacted)"
         )
+    _check_data(cfg.data)
     if len(set(cfg.data.classes)) != len(cfg.data.classes) or len(cfg.data.classes) < 2:
         raise ConfigError(f"data.classes must list at least two distinct names, got {list(cfg.data.classes)}")
     for key in ("data.batch_size", "data.eval_batch_size", "strategy.max_new_tokens"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"'{key}' must be >= 1")
+    if not 0.0 <= cfg.strategy.cot_token_dropout < 1.0:
+        raise ConfigError("'strategy.cot_token_dropout' must be in [0, 1)")
+    if cfg.strategy.name in ("dpo", "grpo") and not cfg.strategy.use_cot:
+        raise ConfigError(
+            f"strategy.name={cfg.strategy.name} samples reasoning rollouts: it needs strategy.use_cot=true "
+            "(without reasoning there is nothing to sample; use strategy=sft for direct answers)"
+        )
+    if cfg.strategy.name == "dpo" and cfg.strategy.num_rollouts < 1:
+        raise ConfigError("'strategy.num_rollouts' must be >= 1: DPO needs at least one rollout to reject")
+    if cfg.strategy.name == "grpo":
+        members = cfg.strategy.group_size + int(cfg.strategy.include_curated)
+        if members < 2:
+            raise ConfigError(
+                f"GRPO groups have {members} member(s) (strategy.group_size={cfg.strategy.group_size}"
+                f"{' + the curated one' if cfg.strategy.include_curated else ''}): advantages are relative to the "
+                "group, so set strategy.group_size >= 2 (or >= 1 with strategy.include_curated=true)"
+            )
+
+
+def _check_data(data: DictConfig) -> None:
+    """The corpus keys: a manifest needs its path (and may supply the classes), folds and shares in range."""
+    if data.name == "manifest":
+        if not data.path:
+            raise ConfigError("data=manifest needs data.path=FILE.jsonl")
+        if not data.classes:
+            from ambemo.data.manifest import manifest_classes
+
+            try:
+                data.classes = manifest_classes(data.path)
+            except ValueError as err:
+                raise ConfigError(f"data.classes=[] takes the manifest's class names, but {err}") from None
+    if not 1 <= data.fold <= 5:
+        raise ConfigError(f"'data.fold' must be 1..5 (the IEMOCAP session to test on), got {data.fold}")
+    if min(data.val_fraction, data.test_fraction) < 0 or data.val_fraction + data.test_fraction >= 1:
+        raise ConfigError("'data.val_fraction' and 'data.test_fraction' must be >= 0 with a sum below 1")
+    if data.max_seconds <= 0:
+        raise ConfigError("'data.max_seconds' must be > 0")
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ Every run writes ``<out_dir>/<experiment>/<timestamp>/``:
 - ``summary.json``      ``{"test": {...}, "reference": {"prior": {...}, "oracle": {...}}, ...}`` with
   the same metric keys as ``ambemo score``.
 
-The test split is scored with the final weights (no selection on validation), as in the paper.
+The test split is scored with the weights of the lowest validation JS (``trainer.test_weights=best``,
+early stopping on the validation split) or the final ones (``last``); ``summary.json`` says which.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQ
 from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf
 
-from ambemo.config import to_yaml
+from ambemo.config import compose, to_yaml
 from ambemo.data.datamodule import EmotionDataModule
 from ambemo.metrics.metrics import score_distributions
 from ambemo.model.backbone import count_parameters, load_backbone
@@ -81,6 +82,59 @@ def reference_scores(datamodule: EmotionDataModule) -> dict[str, dict[str, float
     return scores
 
 
+def find_checkpoint(run_or_file: Path) -> Path:
+    """A checkpoint file as given, or a run folder's best checkpoint (else its last)."""
+    if run_or_file.is_file():
+        return run_or_file
+    folder = run_or_file / "checkpoints"
+    found = sorted(folder.glob("best-*.ckpt")) or sorted(folder.glob("last.ckpt"))
+    if not found:
+        raise FileNotFoundError(f"{run_or_file}: no checkpoint (looked for {folder}/best-*.ckpt and last.ckpt)")
+    return found[-1]
+
+
+def resolve_init(cfg: DictConfig) -> Path | None:
+    """The checkpoint ``model.init_from`` names, training a ``latest:<experiment>`` dependency if needed."""
+    spec = cfg.model.init_from
+    if not spec:
+        return None
+    if not spec.startswith("latest:"):
+        return find_checkpoint(Path(spec))
+    name = spec.partition(":")[2]
+    finished = sorted((Path(cfg.out_dir) / name).glob("*/summary.json"))
+    if finished:
+        return find_checkpoint(finished[-1].parent)
+    print(
+        f"[ambemo] {cfg.experiment} starts from {name}, which has no finished run in {cfg.out_dir}: training it first"
+    )
+    dependency = compose(name, [])
+    for key in ("data", "out_dir", "seed", "logger"):
+        dependency[key] = cfg[key]
+    for key in ("accelerator", "devices", "num_nodes", "strategy", "precision", "torch_threads", "fast_dev_run"):
+        dependency.trainer[key] = cfg.trainer[key]
+    outer = os.environ.pop(RUN_DIR_ENV, None)
+    try:
+        return find_checkpoint(train(dependency))
+    finally:
+        os.environ.pop(RUN_DIR_ENV, None)
+        if outer:
+            os.environ[RUN_DIR_ENV] = outer
+
+
+def load_weights(module: EmotionModule, checkpoint: Path) -> None:
+    """Load a checkpoint's weights into the module; every trainable tensor must be covered."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    result = module.load_state_dict(state, strict=False)
+    trainable = {f"model.{n}" for n, p in module.model.named_parameters() if p.requires_grad}
+    missing = sorted(trainable & set(result.missing_keys))
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"{checkpoint} does not fit this model: {len(missing)} trainable tensors missing (e.g. {missing[:3]}), "
+            f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:3]}). Was it trained with "
+            "the same model.* settings (size, finetune, LoRA rank)?"
+        )
+
+
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A small fixed-width table: one line per predictor, the headline metrics as columns."""
     keys = [k for k in TABLE_KEYS if any(k in r for r in rows.values())]
@@ -94,14 +148,18 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
 def train(cfg: DictConfig) -> Path:
     """Train and test one configured run; returns its run folder."""
     started = time.time()
+    run_dir = make_run_dir(cfg)
     if cfg.trainer.torch_threads:
         torch.set_num_threads(cfg.trainer.torch_threads)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    run_dir = make_run_dir(cfg)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
 
+    init = resolve_init(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     backbone = load_backbone(cfg.model, cfg.data.classes)
     module = build_strategy(cfg, backbone)
+    if init is not None:
+        load_weights(module, init)
+        print(f"[ambemo] starting from {init}")
     datamodule = EmotionDataModule(cfg.data, module.encoder, seed=cfg.seed)
     trainable, total = count_parameters(backbone.model)
 
@@ -123,13 +181,10 @@ def train(cfg: DictConfig) -> Path:
         limit_val_batches=t.limit_val_batches,
         logger=make_loggers(cfg, run_dir),
         callbacks=[
-            ModelCheckpoint(
-                dirpath=run_dir / "checkpoints",
-                filename="best-{epoch}",
-                monitor="val/js",
-                mode="min",
-                save_last=True,
-            ),
+            # best-*.ckpt by val JS, and last.ckpt every epoch. (One callback with save_last=True
+            # would only refresh last.ckpt when the best improves.)
+            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch}", monitor="val/js", mode="min"),
+            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
             LearningRateMonitor(logging_interval="step"),
             TQDMProgressBar(refresh_rate=10),
         ],
@@ -140,10 +195,19 @@ def train(cfg: DictConfig) -> Path:
         print(f"[ambemo] run folder: {run_dir}")
         print(f"[ambemo] trainable parameters: {trainable:,} of {total:,}")
     trainer.fit(module, datamodule=datamodule)
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""  # type: ignore[union-attr]
+    test_ckpt = best if t.test_weights == "best" and best else None
+    trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)
 
     if trainer.is_global_zero:
-        write_results(cfg, run_dir, module, datamodule, trainable, total, time.time() - started)
+        weights = Path(test_ckpt).name if test_ckpt else "final weights"
+        write_results(cfg, run_dir, module, datamodule, weights, trainable, total, time.time() - started)
+    if cfg.logger.name == "wandb" and trainer.is_global_zero:
+        # Close this run's W&B run: a later run in the same process (a dependency trained first,
+        # a notebook, a sweep) would otherwise log into it.
+        import wandb
+
+        wandb.finish()
     return run_dir
 
 
@@ -152,6 +216,7 @@ def write_results(
     run_dir: Path,
     module: EmotionModule,
     datamodule: EmotionDataModule,
+    test_weights: str,
     trainable: int,
     total: int,
     seconds: float,
@@ -168,12 +233,13 @@ def write_results(
         "test": test,
         "reference": reference,
         "js_variant": "Jensen-Shannon divergence, log base 2 (bits)",
+        "test_weights": test_weights,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "wall_seconds": round(seconds, 1),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"\n[ambemo] {cfg.experiment}: test split ({int(test['n'])} clips), {seconds:.0f} s")
+    print(f"\n[ambemo] {cfg.experiment}: test split ({int(test['n'])} clips, {test_weights}), {seconds:.0f} s")
     print(format_table({"model": test, **reference}))
     if "prior" in reference:
         ratio = test["js"] / reference["prior"]["js"]

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from ambemo.config import compose, experiment_names
 from ambemo.score import main as score_main
@@ -14,19 +15,40 @@ from ambemo.train import train
 METRIC_KEYS = {"js", "bc", "r2", "brier", "accuracy", "macro_f1", "n"}
 
 
+#: What each strategy must have logged while training (the objective it optimises).
+TRAIN_LOGS = {"sft": "train/kl", "dpo": "train/reward_margin", "grpo": "train/reward"}
+
+
+@pytest.fixture(scope="module")
+def shared_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # One out_dir for the module: DPO/GRPO experiments start from `latest:sft_cot`, which the
+    # first of them trains and the others reuse.
+    return tmp_path_factory.mktemp("runs")
+
+
 @pytest.mark.parametrize("name", experiment_names())
-def test_experiment_runs(name: str, fast_overrides: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_experiment_runs(
+    name: str, fast_overrides: list[str], shared_runs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     one_epoch = ["trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1", "trainer.log_every_n_steps=1"]
-    cfg = compose(name, [*fast_overrides, *one_epoch])
+    cfg = compose(name, [*fast_overrides, *one_epoch, f"out_dir={shared_runs}", "strategy.rollout_max_new_tokens=24"])
+    if name == "base":
+        cfg.trainer.max_epochs = 0  # zero-shot: no training at all
     run_dir = train(cfg)
 
     assert run_dir.parent == Path(cfg.out_dir) / name
     assert f"experiment: {name}\n" in (run_dir / "config.yaml").read_text()
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    metrics_csv = (run_dir / "metrics.csv").read_text()
-    assert "train/loss" in metrics_csv and "val/js" in metrics_csv
-
     summary = json.loads((run_dir / "summary.json").read_text())
+    metrics_csv = (run_dir / "metrics.csv").read_text()
+    if name == "base":
+        assert not (run_dir / "checkpoints").exists() and summary["test_weights"] == "final weights"
+    else:
+        last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        if cfg.strategy.name == "sft":
+            assert last["global_step"] == 6  # 48 clips / batch 8 = 6 optimizer steps: the final weights
+        assert list((run_dir / "checkpoints").glob("best-*.ckpt"))
+        assert TRAIN_LOGS[cfg.strategy.name] in metrics_csv and "val/js" in metrics_csv
+
     assert set(summary["test"]) >= METRIC_KEYS
     assert summary["test"]["n"] == 8
     assert set(summary["reference"]) == {"prior", "oracle"}

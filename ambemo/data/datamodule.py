@@ -1,49 +1,48 @@
 """The LightningDataModule: audio clips with human vote distributions and curated reasoning.
 
-``prepare_data`` makes sure the corpus exists (the built-in one is generated on first use, on
-one process only); ``setup`` reads the manifest; the loaders turn clips into model inputs with
-the strategy's ``PromptEncoder`` (teacher-forced targets for training, left-padded prompts for
-evaluation).
+``prepare_data`` makes sure the corpus is ready on one process per node: the built-in corpus is
+generated on first use, and every corpus's audio is decoded, checked and resampled once into its
+cache (``ambemo.data.cache``). ``setup`` reads the labels, opens the cache and prints what was
+skipped; the loaders turn clips into model inputs with the strategy's ``PromptEncoder``
+(teacher-forced targets for training, left-padded prompts for evaluation). Audio reaches a
+training step only from the cache, already validated, so a bad file never breaks a step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
-import numpy as np
-import soundfile as sf
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from ambemo.data.manifest import Utterance, read_manifest
+from ambemo.data.cache import AudioCache
+from ambemo.data.corpus import Corpus, load_corpus
+from ambemo.data.manifest import SPLITS, Utterance
 from ambemo.model.inputs import Clip, PromptEncoder
 
 
-def load_audio(path: Path, sample_rate: int, max_seconds: float) -> np.ndarray:
-    """Mono float32 waveform, truncated to ``max_seconds``.
+def with_curated_cot(rows: list[Utterance], store: str | Path) -> list[Utterance]:
+    """Training rows take their reasoning from a curated store (``ambemo curate``); others keep theirs.
 
-    The built-in corpus is written at the model's rate; other rates are an error here (issue 3's
-    readers resample with torchaudio before the data reaches this point).
+    Only training clips: curated reasoning is made for training splits alone (it sees the target).
     """
-    try:
-        audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    except Exception as err:  # soundfile raises several types for unreadable files
-        raise ValueError(f"{path}: cannot read audio ({err})") from None
-    if rate != sample_rate:
-        raise ValueError(f"{path}: sample rate {rate} Hz, expected {sample_rate} Hz")
-    return audio.mean(axis=1)[: int(max_seconds * sample_rate)]
+    from ambemo.cot.store import load_accepted
+
+    curated = load_accepted(store)
+    return [replace(r, cot=curated[r.id]) if r.split == "train" and r.id in curated else r for r in rows]
 
 
 class ClipDataset(Dataset):
-    """Utterances of one split, read lazily from disk."""
+    """Utterances of one split, their audio served from the (memory-mapped) cache."""
 
-    def __init__(self, rows: list[Utterance], sample_rate: int, max_seconds: float) -> None:
+    def __init__(self, rows: list[Utterance], audio: AudioCache) -> None:
         self.rows = rows
-        self.sample_rate = sample_rate
-        self.max_seconds = max_seconds
+        self.audio = audio
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -52,12 +51,20 @@ class ClipDataset(Dataset):
         row = self.rows[index]
         return Clip(
             id=row.id,
-            audio=load_audio(row.audio, self.sample_rate, self.max_seconds),
+            audio=self.audio.samples(row.id),
             transcript=row.transcript,
             target=torch.tensor(row.distribution, dtype=torch.float32),
             cot=row.cot,
             latent=torch.tensor(row.latent, dtype=torch.float32) if row.latent is not None else None,
         )
+
+
+@rank_zero_only
+def _announce(corpus: Corpus, splits: dict[str, list[Utterance]]) -> None:
+    sizes = ", ".join(f"{name} {len(rows)}" for name, rows in splits.items())
+    print(f"[ambemo] data: {corpus.name} from {corpus.source}: {sizes}; {corpus.report.headline()}")
+    if corpus.report.skips:
+        print(f"[ambemo] data: `ambemo data summary data={corpus.name} ...` lists every skip")
 
 
 class EmotionDataModule(L.LightningDataModule):
@@ -69,32 +76,23 @@ class EmotionDataModule(L.LightningDataModule):
         self.encoder = encoder
         self.seed = seed
         self.splits: dict[str, list[Utterance]] = {}
-
-    @property
-    def manifest_path(self) -> Path:
-        return Path(self.cfg.root) / "manifest.jsonl"
+        self.corpus: Corpus | None = None
 
     def prepare_data(self) -> None:
-        if self.cfg.name == "synthetic":
-            from ambemo.data.synthetic import generate_corpus
-
-            generate_corpus(
-                self.cfg.root,
-                seed=self.cfg.seed,
-                n_train=self.cfg.n_train,
-                n_val=self.cfg.n_val,
-                n_test=self.cfg.n_test,
-                max_seconds=self.cfg.max_seconds,
-            )
+        load_corpus(self.cfg, self.encoder.sample_rate)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        rows = read_manifest(self.manifest_path, self.cfg.classes)
-        for split in ("train", "val", "test"):
+        self.corpus = load_corpus(self.cfg, self.encoder.sample_rate)
+        rows = self.corpus.rows
+        if self.cfg.cot_store:
+            rows = with_curated_cot(rows, self.cfg.cot_store)
+        for split in SPLITS:
             chosen = [r for r in rows if r.split == split]
             limit = self.cfg.limit_train if split == "train" else self.cfg.limit_eval
             self.splits[split] = chosen[:limit] if limit else chosen
+        _announce(self.corpus, self.splits)
 
     def prior(self) -> torch.Tensor:
         """Mean human distribution of the training split: the global-prior reference predictor."""
@@ -102,9 +100,10 @@ class EmotionDataModule(L.LightningDataModule):
         return torch.tensor([r.distribution for r in self.splits["train"]], dtype=torch.float64).mean(0)
 
     def _loader(self, split: str, batch_size: int, collate: Callable, shuffle: bool) -> DataLoader:
+        self.setup()
         if not self.splits.get(split):
-            raise ValueError(f"{self.manifest_path}: the {split} split is empty")
-        dataset = ClipDataset(self.splits[split], self.encoder.sample_rate, self.cfg.max_seconds)
+            raise ValueError(f"{self.corpus.source}: the {split} split is empty")  # type: ignore[union-attr]
+        dataset = ClipDataset(self.splits[split], self.corpus.audio)  # type: ignore[union-attr]
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             dataset,

@@ -86,28 +86,20 @@ class PromptEncoder:
         }
         return [r[0] for r in rows], audio
 
+    def curated_ids(self, clips: Sequence[Clip]) -> list[list[int]]:
+        """Token ids of each clip's curated reasoning (empty without CoT)."""
+        if not self.use_cot:
+            return [[] for _ in clips]
+        missing = [c.id for c in clips if not c.cot]
+        if missing:
+            raise ValueError(f"clips {missing[:5]}: use_cot=True but they have no curated reasoning")
+        return [self.tokenizer.encode(c.cot, add_special_tokens=False) for c in clips]  # type: ignore[arg-type]
+
     def training_batch(self, clips: Sequence[Clip]) -> dict[str, torch.Tensor]:
         """Right-padded prompt + curated reasoning, with CE labels on the reasoning and the
         index of the answer slot's last token per row (where the read-out happens)."""
         prompt_ids, audio = self._prompts(clips)
-        rows, labels = [], []
-        for clip, prompt in zip(clips, prompt_ids, strict=True):
-            target: list[int] = []
-            if self.use_cot:
-                if not clip.cot:
-                    raise ValueError(f"clip {clip.id}: use_cot=True but the clip has no curated reasoning")
-                target = self.tokenizer.encode(clip.cot, add_special_tokens=False)
-            rows.append(prompt + target)
-            labels.append([-100] * len(prompt) + target)
-        input_ids = _pad(rows, self.pad_id, left=False)
-        return {
-            "input_ids": input_ids,
-            "attention_mask": _pad([[1] * len(r) for r in rows], 0, left=False),
-            "labels": _pad(labels, -100, left=False),
-            "slot_index": torch.tensor([len(r) - 1 for r in rows]),
-            **audio,
-            **_labels(clips),
-        }
+        return {**assemble(prompt_ids, self.curated_ids(clips), self.pad_id), **audio, **_labels(clips)}
 
     def prompt_batch(self, clips: Sequence[Clip]) -> dict[str, torch.Tensor]:
         """Left-padded prompts (for generation, and for direct answers without reasoning)."""
@@ -118,6 +110,32 @@ class PromptEncoder:
             **audio,
             **_labels(clips),
         }
+
+
+def left_padded(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu") -> dict:
+    """``input_ids`` and ``attention_mask`` of left-padded rows (for generation and read-out)."""
+    return {
+        "input_ids": _pad(rows, pad_id, left=True).to(device),
+        "attention_mask": _pad([[1] * len(r) for r in rows], 0, left=True).to(device),
+    }
+
+
+def unpadded_prompts(batch: dict) -> list[list[int]]:
+    """The prompt ids of a (left- or right-padded) prompt batch, without padding."""
+    return [row[mask.bool()].tolist() for row, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True)]
+
+
+def assemble(prompts: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], pad_id: int) -> dict:
+    """Right-padded prompt + target rows with CE labels on the targets and the index of each
+    row's last token (the answer slot's, when targets end with it: where the read-out happens)."""
+    rows = [list(p) + list(t) for p, t in zip(prompts, targets, strict=True)]
+    labels = [[-100] * len(p) + list(t) for p, t in zip(prompts, targets, strict=True)]
+    return {
+        "input_ids": _pad(rows, pad_id, left=False),
+        "attention_mask": _pad([[1] * len(r) for r in rows], 0, left=False),
+        "labels": _pad(labels, -100, left=False),
+        "slot_index": torch.tensor([len(r) - 1 for r in rows]),
+    }
 
 
 def _labels(clips: Sequence[Clip]) -> dict:

@@ -16,6 +16,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ambemo.model.backbone import Backbone
+from ambemo.model.inputs import left_padded, unpadded_prompts
 from ambemo.model.prompts import parse_cot
 
 AUDIO_KEYS = ("input_features", "feature_attention_mask")
@@ -68,6 +69,16 @@ def cut_at_slot(generated: Sequence[int], slot_ids: Sequence[int]) -> tuple[list
 
 
 @dataclass
+class Reasoning:
+    """Generated reasoning per row, each ending with the answer slot (forced where missing)."""
+
+    ids: list[list[int]]
+    texts: list[str]
+    format_ok: torch.Tensor
+    """Per row: did the model itself write a well-formed reasoning ending in the answer slot."""
+
+
+@dataclass
 class Reading:
     """What evaluation of one batch produced."""
 
@@ -77,6 +88,60 @@ class Reading:
     """Generated reasoning per row (None when the prompt answers directly)."""
     format_ok: torch.Tensor | None
     """Per row: did the model itself write a well-formed reasoning ending in the answer slot."""
+
+
+def repeat_rows(batch: dict, times: int) -> dict:
+    """Each row ``times`` times in a row (tensors and lists alike): K rollouts of one prompt."""
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            out[key] = value.repeat_interleave(times, dim=0)
+        else:
+            out[key] = [item for item in value for _ in range(times)]
+    return out
+
+
+@torch.no_grad()
+def generate_reasoning(
+    backbone: Backbone,
+    batch: dict,
+    max_new_tokens: int,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+) -> Reasoning:
+    """Generate a reasoning for each row of a left-padded prompt batch, cut at the answer slot."""
+    prompt_length = batch["input_ids"].shape[1]
+    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
+    sequences = backbone.model.generate(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        input_features=batch["input_features"],
+        feature_attention_mask=batch["feature_attention_mask"],
+        max_new_tokens=max_new_tokens,
+        stopping_criteria=StoppingCriteriaList([StopAfterSlot(backbone.answer_slot_ids, prompt_length)]),
+        pad_token_id=backbone.tokenizer.pad_token_id,
+        suppress_tokens=backbone.audio_token_ids,
+        **sampling,
+    )
+    pad = backbone.tokenizer.pad_token_id
+    ids, texts, ok = [], [], []
+    for generated in sequences[:, prompt_length:].tolist():
+        reasoning, found = cut_at_slot([t for t in generated if t != pad], backbone.answer_slot_ids)
+        text = backbone.tokenizer.decode(reasoning, skip_special_tokens=False)
+        ids.append(reasoning)
+        texts.append(text)
+        ok.append(found and parse_cot(text) is not None)
+    return Reasoning(ids, texts, torch.tensor(ok, device=batch["input_ids"].device))
+
+
+def readout_after(backbone: Backbone, batch: dict, reasoning_ids: list[list[int]]) -> torch.Tensor:
+    """p_hat (B, C) read at the end of prompt + reasoning (left-padded, so the slot ends every row)."""
+    rows = [prompt + list(r) for prompt, r in zip(unpadded_prompts(batch), reasoning_ids, strict=True)]
+    readout_batch = left_padded(rows, backbone.tokenizer.pad_token_id, batch["input_ids"].device)
+    readout_batch.update({k: batch[k] for k in AUDIO_KEYS})
+    logits = forward_logits(backbone.model, readout_batch)[:, -1]
+    return torch.softmax(class_logits(logits, backbone.class_token_ids).float(), -1)
 
 
 @torch.no_grad()
@@ -90,42 +155,9 @@ def read_distribution(
     top_p: float = 1.0,
 ) -> Reading:
     """Generate the reasoning (if ``use_cot``) from a left-padded prompt batch, then read out p_hat."""
-    model = backbone.model
     if not use_cot:
-        logits = forward_logits(model, batch)[:, -1]
+        logits = forward_logits(backbone.model, batch)[:, -1]
         return Reading(torch.softmax(class_logits(logits, backbone.class_token_ids).float(), -1), None, None)
-
-    prompt_length = batch["input_ids"].shape[1]
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
-    sequences = model.generate(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        input_features=batch["input_features"],
-        feature_attention_mask=batch["feature_attention_mask"],
-        max_new_tokens=max_new_tokens,
-        stopping_criteria=StoppingCriteriaList([StopAfterSlot(backbone.answer_slot_ids, prompt_length)]),
-        pad_token_id=backbone.tokenizer.pad_token_id,
-        suppress_tokens=backbone.audio_token_ids,
-        **sampling,
-    )
-    pad = backbone.tokenizer.pad_token_id
-    rows, texts, ok = [], [], []
-    new_tokens = sequences[:, prompt_length:]
-    for prompt, mask, generated in zip(batch["input_ids"], batch["attention_mask"], new_tokens, strict=True):
-        reasoning, found = cut_at_slot([t for t in generated.tolist() if t != pad], backbone.answer_slot_ids)
-        text = backbone.tokenizer.decode(reasoning, skip_special_tokens=False)
-        texts.append(text)
-        ok.append(found and parse_cot(text) is not None)
-        rows.append(prompt[mask.bool()].tolist() + reasoning)
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, width - len(row) :] = torch.as_tensor(row)
-        attention[i, width - len(row) :] = 1
-    device = batch["input_ids"].device
-    readout_batch = {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
-    readout_batch.update({k: batch[k] for k in AUDIO_KEYS})
-    logits = forward_logits(model, readout_batch)[:, -1]
-    distribution = torch.softmax(class_logits(logits, backbone.class_token_ids).float(), -1)
-    return Reading(distribution, texts, torch.tensor(ok, device=device))
+    reasoning = generate_reasoning(backbone, batch, max_new_tokens, do_sample, temperature, top_p)
+    distribution = readout_after(backbone, batch, reasoning.ids)
+    return Reading(distribution, reasoning.texts, reasoning.format_ok)

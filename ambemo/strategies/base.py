@@ -20,8 +20,17 @@ from omegaconf import DictConfig
 
 from ambemo.metrics.metrics import DistributionMetrics
 from ambemo.model.backbone import Backbone
-from ambemo.model.inputs import PromptEncoder
-from ambemo.model.readout import Reading, read_distribution
+from ambemo.model.inputs import PromptEncoder, assemble, left_padded
+from ambemo.model.readout import (
+    AUDIO_KEYS,
+    Reading,
+    Reasoning,
+    forward_logits,
+    generate_reasoning,
+    read_distribution,
+    readout_after,
+    repeat_rows,
+)
 
 
 def warmup_cosine(step: int, total: int, warmup_ratio: float, min_ratio: float) -> float:
@@ -108,5 +117,87 @@ class EmotionModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        trainable = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        # LoRA: the adapters only (the base comes from model.path). Full fine-tuning: the whole
+        # model, frozen buffers-as-parameters included. Never a frozen reference copy.
+        full = self.cfg.model.finetune == "full"
+        keep = {f"model.{n}" for n, p in self.model.named_parameters() if full or p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+
+class OnPolicyModule(EmotionModule):
+    """Base of the on-policy strategies (DPO, GRPO): rollouts from the current policy and a
+    reference policy. With LoRA the reference is the same weights with adapters disabled (no
+    second copy in memory); with full fine-tuning it is a frozen copy of the starting weights,
+    made by ``freeze_reference`` once those are loaded."""
+
+    def __init__(self, cfg: DictConfig, backbone: Backbone) -> None:
+        super().__init__(cfg, backbone)
+        self.reference_model: torch.nn.Module | None = None
+
+    def freeze_reference(self) -> None:
+        """Snapshot the current weights as the reference (full fine-tuning only)."""
+        if self.cfg.model.finetune == "full":
+            import copy
+
+            reference = copy.deepcopy(self.model).eval()
+            reference.requires_grad_(False)
+            # a plain attribute, not a submodule: never trained, saved or moved by the optimizer
+            object.__setattr__(self, "reference_model", reference)
+
+    def on_fit_start(self) -> None:
+        if self.cfg.model.finetune == "full" and self.reference_model is None:
+            self.freeze_reference()
+        if self.reference_model is not None:
+            self.reference_model.to(self.device)
+
+    @torch.no_grad()
+    def reference_logits(self, batch: dict) -> torch.Tensor:
+        """Logits of the reference policy for a batch."""
+        if self.reference_model is not None:
+            return forward_logits(self.reference_model, batch)
+        with self.model.disable_adapter():  # peft: the base weights
+            return forward_logits(self.model, batch)
+
+    @torch.no_grad()
+    def sample(self, gen_batch: dict, num: int) -> tuple[dict, Reasoning, torch.Tensor]:
+        """``num`` sampled reasonings per prompt and their read-outs: ``(repeated batch, reasoning, p_hat)``.
+
+        Sampling runs in eval mode (no dropout) and with the KV cache, whatever the training
+        loop's mode; the rollout settings are ``strategy.rollout_*``.
+        """
+        s = self.cfg.strategy
+        was_training = self.model.training
+        self.model.eval()
+        repeated = repeat_rows(gen_batch, num)
+        reasoning = generate_reasoning(
+            self.backbone,
+            repeated,
+            s.rollout_max_new_tokens,
+            do_sample=True,
+            temperature=s.rollout_temperature,
+            top_p=s.rollout_top_p,
+        )
+        distribution = readout_after(self.backbone, repeated, reasoning.ids)
+        self.model.train(was_training)
+        return repeated, reasoning, distribution
+
+    def prompt_and_curated(self, batch: dict) -> tuple[list[list[int]], list[list[int]], dict]:
+        """From a training batch (prompt + curated reasoning, right-padded): the prompt ids, the
+        curated reasoning ids, and a left-padded prompt batch (with audio) to sample from."""
+        prompts, curated = [], []
+        for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
+            real = mask.bool()
+            is_target = (labels != -100) & real
+            prompts.append(ids[real & ~is_target].tolist())
+            curated.append(ids[is_target].tolist())
+        gen = left_padded(prompts, self.backbone.tokenizer.pad_token_id, batch["input_ids"].device)
+        gen.update({k: batch[k] for k in AUDIO_KEYS})
+        return prompts, curated, gen
+
+    def sequences(self, prompts: list[list[int]], targets: list[list[int]], audio_from: dict, rows: list[int]) -> dict:
+        """Right-padded prompt + target batch for scoring, with the audio of ``audio_from[rows]``."""
+        out = assemble(prompts, targets, self.backbone.tokenizer.pad_token_id)
+        out = {k: v.to(self.device) for k, v in out.items()}
+        index = torch.as_tensor(rows, device=self.device)
+        out.update({k: audio_from[k][index] for k in AUDIO_KEYS})
+        return out

@@ -12,6 +12,8 @@ reasoning during training and of the *generated* one in evaluation.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ambemo.model.readout import class_logits, forward_logits, gather_rows
@@ -19,11 +21,40 @@ from ambemo.objectives.distribution import majority_cross_entropy, readout_kl, t
 from ambemo.strategies.base import EmotionModule
 
 
+def corrupt_reasoning(batch: dict, rate: float, slot_length: int, ordinary_ids: torch.Tensor) -> torch.Tensor:
+    """Input ids with a ``rate`` fraction of reasoning tokens replaced by random ordinary tokens.
+
+    Only tokens the CE is computed on (the reasoning) are touched, never the prompt or the
+    answer slot the read-out sits on, and never the special tokens.
+    """
+    ids = batch["input_ids"]
+    positions = torch.arange(ids.shape[1], device=ids.device)
+    reasoning = (batch["labels"] != -100) & (positions[None, :] <= batch["slot_index"][:, None] - slot_length)
+    replace = reasoning & (torch.rand(ids.shape, device=ids.device) < rate)
+    ordinary_ids = ordinary_ids.to(ids.device)
+    random_ids = ordinary_ids[torch.randint(len(ordinary_ids), ids.shape, device=ids.device)]
+    return torch.where(replace, random_ids, ids)
+
+
 class SFTModule(EmotionModule):
     """Token CE on the curated reasoning plus lambda * KL at the answer slot."""
 
+    @functools.cached_property
+    def ordinary_token_ids(self) -> torch.Tensor:
+        """Every non-special token id: what ``cot_token_dropout`` draws replacements from."""
+        tokenizer = self.backbone.tokenizer
+        # added tokens include the audio placeholders, which must never appear in the text
+        special = (
+            set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder) | set(self.backbone.audio_token_ids)
+        )
+        return torch.tensor([i for i in range(len(self.backbone.tokenizer)) if i not in special])
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         s = self.cfg.strategy
+        if self.use_cot and s.cot_token_dropout:
+            slot = len(self.backbone.answer_slot_ids)
+            corrupted = corrupt_reasoning(batch, s.cot_token_dropout, slot, self.ordinary_token_ids)
+            batch = {**batch, "input_ids": corrupted}
         logits = forward_logits(self.model, batch)
         slot = gather_rows(logits, batch["slot_index"])
         kl = readout_kl(class_logits(slot, self.backbone.class_token_ids), batch["target"])

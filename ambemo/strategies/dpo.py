@@ -1,0 +1,82 @@
+"""On-policy DPO with the ambiguity-aware terms (the paper's Eqs. 4-5).
+
+Per utterance: sample ``num_rollouts`` reasonings from the current policy and read out p_hat
+for each; the rollout farthest from the human distribution (JS, above ``rejected_min_js``) is
+*rejected*, the curated reasoning is *chosen*. Then
+
+    L = DPO_beta(chosen, rejected) + kl_weight * KL(p_human || p_hat) + ce_weight * CE(curated)
+
+with p_hat read at the answer slot of both the chosen and the rejected sequence, so the
+read-out also learns on the model's own reasoning, which is what it reads at test time.
+
+Assumptions: ``use_cot=True``; the reference policy is the starting weights (LoRA: adapters
+disabled; full fine-tuning: a frozen copy taken at the start of fit). Utterances whose rollouts
+are all close enough are skipped and counted; a batch with none left skips the step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ambemo.metrics.functional import js_divergence
+from ambemo.model.readout import class_logits, forward_logits, gather_rows
+from ambemo.objectives.distribution import readout_kl, token_cross_entropy
+from ambemo.objectives.policy import dpo_loss, token_logprobs
+from ambemo.strategies.base import OnPolicyModule
+
+
+class DPOModule(OnPolicyModule):
+    """Curated reasoning vs the policy's worst rollout, plus the KL read-out and CE terms."""
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        s = self.cfg.strategy
+        target = batch["target"]
+        prompts, curated, gen = self.prompt_and_curated(batch)
+        n = s.num_rollouts
+        _, rollouts, p_rollout = self.sample(gen, n)
+        js = js_divergence(p_rollout, target.repeat_interleave(n, 0)).view(-1, n)
+        worst_js, worst = js.max(dim=1)
+        keep = (worst_js > s.rejected_min_js).nonzero().flatten().tolist()
+        size = target.shape[0]
+        self.log_dict(
+            {
+                "train/rollout_js": js.mean(),
+                "train/rollout_format_ok": rollouts.format_ok.float().mean(),
+                "train/dpo_skipped": torch.tensor(float(size - len(keep))),
+            },
+            batch_size=size,
+        )
+        if not keep:
+            return None  # nothing to prefer against: Lightning skips this optimizer step
+
+        chosen = [curated[i] for i in keep]
+        rejected = [rollouts.ids[i * n + int(worst[i])] for i in keep]
+        pair = self.sequences([prompts[i] for i in keep] * 2, chosen + rejected, batch, keep * 2)
+        logits = forward_logits(self.model, pair)
+        logp, _ = token_logprobs(logits, pair["labels"])
+        reference_logp, _ = token_logprobs(self.reference_logits(pair), pair["labels"])
+        k = len(keep)
+        policy_seq, reference_seq = logp.sum(-1), reference_logp.sum(-1)
+        preference, chosen_reward, rejected_reward = dpo_loss(
+            policy_seq[:k], policy_seq[k:], reference_seq[:k], reference_seq[k:], s.beta
+        )
+        slot = class_logits(gather_rows(logits, pair["slot_index"]), self.backbone.class_token_ids)
+        kl = readout_kl(slot, target[keep].repeat(2, 1))
+        ce = token_cross_entropy(logits[:k], pair["labels"][:k])
+        loss = preference + s.kl_weight * kl + s.ce_weight * ce
+        margin = chosen_reward - rejected_reward
+        self.log_dict(
+            {
+                "train/loss": loss,
+                "train/dpo_loss": preference,
+                "train/kl": kl,
+                "train/ce": ce,
+                "train/reward_chosen": chosen_reward.mean(),
+                "train/reward_rejected": rejected_reward.mean(),
+                "train/reward_margin": margin.mean(),
+                "train/reward_accuracy": (margin > 0).float().mean(),
+            },
+            prog_bar=True,
+            batch_size=k,
+        )
+        return loss

@@ -162,6 +162,10 @@ class ModelConfig:
     """Attention kernel passed to transformers (``sdpa``, ``eager``, ``flash_attention_2``)."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward (non-reentrant, with input grads enabled so LoRA still trains)."""
+    classes: list[str] = field(default_factory=list)
+    """Classes the model reads out and its prompt lists; empty = ``data.classes``. For cross-corpus
+    evaluation give the training corpus's classes (e.g. CREMA-D's six to test on IEMOCAP's four):
+    p_hat is then the softmax over the test corpus's classes only (each mapped to a model class)."""
     init_from: str | None = None
     """Start from trained weights: a checkpoint file, a run folder (its best checkpoint, else its
     last), or ``latest:<experiment>`` (the newest finished run of that experiment under

@@ -108,7 +108,10 @@ def resolve_init(cfg: DictConfig) -> Path | None:
         f"[ambemo] {cfg.experiment} starts from {name}, which has no finished run in {cfg.out_dir}: training it first"
     )
     dependency = compose(name, [])
-    for key in ("data", "out_dir", "seed", "logger"):
+    # the same corpus settings (e.g. a test's small corpus) when it trains on the same corpus;
+    # a cross-corpus evaluation's dependency keeps its own training corpus
+    shared = ("data", "out_dir", "seed", "logger") if dependency.data.name == cfg.data.name else ("out_dir", "seed")
+    for key in shared:
         dependency[key] = cfg[key]
     for key in ("accelerator", "devices", "num_nodes", "strategy", "precision", "torch_threads", "fast_dev_run"):
         dependency.trainer[key] = cfg.trainer[key]
@@ -194,7 +197,8 @@ def train(cfg: DictConfig) -> Path:
     if trainer.is_global_zero:
         print(f"[ambemo] run folder: {run_dir}")
         print(f"[ambemo] trainable parameters: {trainable:,} of {total:,}")
-    trainer.fit(module, datamodule=datamodule)
+    if t.max_epochs != 0:  # max_epochs=0: evaluation only (zero-shot, cross-corpus)
+        trainer.fit(module, datamodule=datamodule)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""  # type: ignore[union-attr]
     test_ckpt = best if t.test_weights == "best" and best else None
     trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)

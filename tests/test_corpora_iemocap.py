@@ -71,7 +71,11 @@ def write_dialog(root: Path, session: int, dialog: str, utts: dict[str, tuple[st
 @pytest.fixture
 def release(tmp_path: Path) -> Path:
     """IEMOCAP_full_release in miniature: 5 sessions, 2-3 dialogs each, 16 kHz wavs."""
-    root = tmp_path / "IEMOCAP_full_release"
+    return build_release(tmp_path / "IEMOCAP_full_release")
+
+
+def build_release(root: Path) -> Path:
+    """Write the miniature release under ``root`` (also used by the experiment tests)."""
     for dialog, utts in SESSION1.items():
         write_dialog(root, 1, dialog, utts)
     for n in range(1, 6):

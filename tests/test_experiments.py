@@ -32,15 +32,21 @@ def test_experiment_runs(
 ) -> None:
     one_epoch = ["trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1", "trainer.log_every_n_steps=1"]
     cfg = compose(name, [*fast_overrides, *one_epoch, f"out_dir={shared_runs}", "strategy.rollout_max_new_tokens=24"])
-    if name == "base":
-        cfg.trainer.max_epochs = 0  # zero-shot: no training at all
+    if compose(name, []).trainer.max_epochs == 0:
+        cfg.trainer.max_epochs = 0  # evaluation-only experiments (zero-shot, cross-corpus) stay so
+    if cfg.data.name == "iemocap":  # cross-corpus evaluation: a miniature IEMOCAP release
+        from test_corpora_iemocap import build_release
+
+        cfg.data.root = str(build_release(shared_runs / "IEMOCAP_full_release"))
+        cfg.data.classes = ["anger", "happiness", "sadness", "neutral"]
+        cfg.model.init_from = None  # the read-out mapping is under test, not the trained weights
     run_dir = train(cfg)
 
     assert run_dir.parent == Path(cfg.out_dir) / name
     assert f"experiment: {name}\n" in (run_dir / "config.yaml").read_text()
     summary = json.loads((run_dir / "summary.json").read_text())
     metrics_csv = (run_dir / "metrics.csv").read_text()
-    if name == "base":
+    if cfg.trainer.max_epochs == 0:
         assert not (run_dir / "checkpoints").exists() and summary["test_weights"] == "final weights"
     else:
         last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
@@ -50,12 +56,16 @@ def test_experiment_runs(
         assert TRAIN_LOGS[cfg.strategy.name] in metrics_csv and "val/js" in metrics_csv
 
     assert set(summary["test"]) >= METRIC_KEYS
-    assert summary["test"]["n"] == 8
-    assert set(summary["reference"]) == {"prior", "oracle"}
-    assert summary["reference"]["oracle"]["js"] < summary["reference"]["prior"]["js"]
+    n_test = summary["test"]["n"]
+    if cfg.data.name == "synthetic":
+        assert n_test == 8
+        assert set(summary["reference"]) == {"prior", "oracle"}
+        assert summary["reference"]["oracle"]["js"] < summary["reference"]["prior"]["js"]
+    else:
+        assert n_test > 0 and set(summary["reference"]) == {"prior"}  # real corpora have no oracle
 
     rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
-    assert len(rows) == 8 and len({r["id"] for r in rows}) == 8
+    assert len(rows) == n_test and len({r["id"] for r in rows}) == n_test
     for row in rows:
         assert set(row["distribution"]) == set(cfg.data.classes)
         assert abs(sum(row["distribution"].values()) - 1) < 1e-5

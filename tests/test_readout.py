@@ -156,3 +156,26 @@ def test_generation_never_emits_audio_placeholders() -> None:
     reading = read_distribution(bb, enc.prompt_batch(_clips()), use_cot=True, max_new_tokens=16)
     assert not any("<|AUDIO|>" in text for text in reading.reasoning)
     torch.testing.assert_close(reading.distribution.sum(-1), torch.ones(3))
+
+
+def test_cross_corpus_readout_scores_only_the_shared_classes() -> None:
+    # A model trained on CREMA-D's six classes, tested on IEMOCAP's four: its prompt still lists
+    # the six, and p_hat is the softmax over the four mapped class logits only.
+    iemocap = ["anger", "happiness", "sadness", "neutral"]
+    torch.manual_seed(0)
+    six = load_backbone(compose("sft", []).model, CREMA_D_CLASSES)
+    torch.manual_seed(0)
+    cross = load_backbone(compose("sft", [f"model.classes={list(CREMA_D_CLASSES)}"]).model, iemocap)
+    assert cross.prompt_classes == list(CREMA_D_CLASSES)
+    assert cross.class_token_ids == [six.class_token_ids[CREMA_D_CLASSES.index(c)] for c in iemocap]
+    clips = _clips(2)
+    full = read_distribution(six, PromptEncoder(six, CREMA_D_CLASSES, False).prompt_batch(clips), False, 1)
+    part = read_distribution(cross, PromptEncoder(cross, cross.prompt_classes, False).prompt_batch(clips), False, 1)
+    index = [CREMA_D_CLASSES.index(c) for c in iemocap]
+    expected = full.distribution[:, index] / full.distribution[:, index].sum(-1, keepdim=True)
+    torch.testing.assert_close(part.distribution, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_unmappable_test_class_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="no counterpart"):
+        load_backbone(compose("sft", [f"model.classes={list(CREMA_D_CLASSES)}"]).model, ["anger", "boredom"])

@@ -27,6 +27,7 @@ from transformers import (
     WhisperFeatureExtractor,
 )
 
+from ambemo.data.class_map import map_classes
 from ambemo.model.prompts import ANSWER_SLOT
 from ambemo.model.tokenizer import load_tiny_tokenizer
 
@@ -47,7 +48,10 @@ class Backbone:
     processor: ProcessorMixin
     """Turns (text with the audio placeholder, waveform) into model inputs."""
     class_token_ids: list[int]
-    """First token of " <class name>" for each class, in label order: the read-out scores these."""
+    """First token of " <class name>" for each scored class, in the data's label order: the
+    read-out scores these (the model class each data class maps to, see ``model.classes``)."""
+    prompt_classes: list[str]
+    """The classes the prompt lists: the model's (its training corpus's) classes."""
     answer_slot_ids: list[int]
     """Token ids of the answer slot; generation stops once a row has produced them."""
     audio_token_ids: list[int]
@@ -175,7 +179,9 @@ def load_backbone(model_cfg: DictConfig, classes: Sequence[str]) -> Backbone:
     else:
         model, processor = _load_pretrained(model_cfg)
     tokenizer = processor.tokenizer  # type: ignore[attr-defined]
-    ids = class_token_ids(tokenizer, classes)
+    model_classes = list(model_cfg.classes) or list(classes)
+    model_ids = class_token_ids(tokenizer, model_classes)
+    ids = [model_ids[i] for i in map_classes(classes, model_classes)]
     slot = tokenizer.encode(ANSWER_SLOT, add_special_tokens=False)
     audio_tokens = [processor.audio_token, processor.audio_bos_token, processor.audio_eos_token]  # type: ignore[attr-defined]
     model = _apply_finetuning(model, model_cfg)
@@ -184,6 +190,7 @@ def load_backbone(model_cfg: DictConfig, classes: Sequence[str]) -> Backbone:
         model=model,
         processor=processor,
         class_token_ids=ids,
+        prompt_classes=model_classes,
         answer_slot_ids=slot,
         audio_token_ids=tokenizer.convert_tokens_to_ids(audio_tokens),
     )

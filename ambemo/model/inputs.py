@@ -92,7 +92,11 @@ class PromptEncoder:
             return [[] for _ in clips]
         missing = [c.id for c in clips if not c.cot]
         if missing:
-            raise ValueError(f"clips {missing[:5]}: use_cot=True but they have no curated reasoning")
+            raise ValueError(
+                f"clips {missing[:5]} ({len(missing)} in this batch) have no curated reasoning, which "
+                "strategy.use_cot=true trains on: curate it (`ambemo curate ... --store S.jsonl`, then "
+                "data.cot_store=S.jsonl) or set strategy.use_cot=false"
+            )
         return [self.tokenizer.encode(c.cot, add_special_tokens=False) for c in clips]  # type: ignore[arg-type]
 
     def training_batch(self, clips: Sequence[Clip]) -> dict[str, torch.Tensor]:

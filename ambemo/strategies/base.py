@@ -52,7 +52,9 @@ class EmotionModule(L.LightningModule):
         self.model = backbone.model
         self.classes = list(cfg.data.classes)
         self.use_cot = bool(cfg.strategy.use_cot)
-        self.encoder = PromptEncoder(backbone, self.classes, self.use_cot, cache=bool(cfg.data.cache_encoded))
+        self.encoder = PromptEncoder(
+            backbone, backbone.prompt_classes, self.use_cot, cache=bool(cfg.data.cache_encoded)
+        )
         self.val_metrics = DistributionMetrics(len(self.classes))
         self.test_metrics = DistributionMetrics(len(self.classes))
         self.test_rows: list[dict] = []

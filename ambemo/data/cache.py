@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections import Counter
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, Features, List, Value, load_from_disk
 
+from ambemo.data.atomic import build_folder, remove_stale_builds
 from ambemo.data.audio import AudioProblem, decode
 from ambemo.data.manifest import Utterance
 from ambemo.data.report import CorpusError, Skip
@@ -94,17 +94,6 @@ def _is_complete(folder: Path) -> bool:
     return (folder / "cache.json").is_file() and (folder / "table").is_dir()
 
 
-def _remove_stale_builds(folder: Path) -> None:
-    """Delete build folders of ``folder`` left behind by processes that no longer run."""
-    for stale in folder.parent.glob(f".{folder.name}.building-*"):
-        try:
-            os.kill(int(stale.name.rsplit("-", 1)[-1]), 0)
-        except (ValueError, ProcessLookupError):
-            shutil.rmtree(stale, ignore_errors=True)
-        except PermissionError:  # alive, someone else's
-            continue
-
-
 def _build(folder: Path, rows: Sequence[Utterance], sample_rate: int, max_seconds: float, policy: str) -> None:
     skips: list[Skip] = []
     counts: Counter[str] = Counter()
@@ -138,8 +127,8 @@ def _build(folder: Path, rows: Sequence[Utterance], sample_rate: int, max_second
         folder.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CorpusError(f"cannot create the audio cache in {folder.parent} ({err}); set data.cache_dir=DIR") from None
-    _remove_stale_builds(folder)
-    build = folder.parent / f".{folder.name}.building-{os.getpid()}"
+    remove_stale_builds(folder)
+    build = build_folder(folder)
     shutil.rmtree(build, ignore_errors=True)
     build.mkdir()
     started = time.time()

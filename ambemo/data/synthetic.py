@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ambemo.data.atomic import build_folder, remove_stale_builds
 from ambemo.data.labels import CREMA_D_CLASSES
 from ambemo.data.synth_voice import VoiceSpec, espeak_version, private_library, render_chunk
 from ambemo.metrics.functional import bhattacharyya_coefficient, brier_score, js_divergence, pearson_r2
@@ -519,18 +520,6 @@ def _is_complete(out_dir: Path, params: dict) -> bool:
     )
 
 
-def _remove_stale_builds(out_dir: Path) -> None:
-    """Delete temporary folders of this corpus (builds, replaced corpora) left by processes that no longer run."""
-    for pattern in (f".{out_dir.name}.building-*", f".{out_dir.name}.old-*"):
-        for stale in out_dir.parent.glob(pattern):
-            try:
-                os.kill(int(stale.name.rsplit("-", 1)[-1]), 0)
-            except (ValueError, ProcessLookupError):
-                shutil.rmtree(stale, ignore_errors=True)
-            except PermissionError:  # alive, someone else's
-                continue
-
-
 def _check_replaceable(out_dir: Path) -> None:
     """Refuse to build over a folder that holds something other than a (possibly incomplete) corpus."""
     looks_like_corpus = (out_dir / "manifest.jsonl").exists() or (out_dir / "corpus.json").exists()
@@ -591,8 +580,8 @@ def generate_corpus(
     _check_replaceable(out_dir)
     clips = _plan(seed, {"train": n_train, "val": n_val, "test": n_test})
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(out_dir)
-    build = out_dir.parent / f".{out_dir.name}.building-{os.getpid()}"
+    remove_stale_builds(out_dir)
+    build = build_folder(out_dir)
     shutil.rmtree(build, ignore_errors=True)
     (build / "wav").mkdir(parents=True)
     try:

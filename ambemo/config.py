@@ -224,6 +224,10 @@ class StrategyConfig:
     """Nucleus sampling of training rollouts (1.0 = off)."""
     rollout_max_new_tokens: int = 160
     """Most reasoning tokens per rollout before the answer slot is forced."""
+    own_readout_weight: float = 0.0
+    """SFT: weight of a second KL(p_human || p_hat), read after the model's *own* greedy reasoning
+    (generated each step without gradient; the read-out forward has gradient). The read-out then
+    learns how far to trust the reasoning it will read at test time. 0 = the paper's SFT."""
     cot_token_dropout: float = 0.0
     """Training: replace this fraction of the curated reasoning's *input* tokens by random tokens
     (the CE targets stay the true tokens). The read-out then learns not to trust the reasoning

@@ -35,3 +35,25 @@ def test_warmup_then_cosine(total: int) -> None:
     assert all(a <= b for a, b in itertools.pairwise(values[:warmup]))
     assert all(a >= b for a, b in itertools.pairwise(values[warmup:]))  # then decays
     assert values[-1] >= 0.1 and warmup_cosine(total, total, 0.1, 0.1) == pytest.approx(0.1)
+
+
+def test_own_readout_kl_trains_the_readout_through_generated_reasoning() -> None:
+    from test_readout import _clips
+
+    from ambemo.config import compose
+    from ambemo.model.backbone import load_backbone
+    from ambemo.strategies import build_strategy
+
+    cfg = compose("sft_cot", ["strategy.own_readout_weight=1.0", "strategy.max_new_tokens=12"])
+    torch.manual_seed(0)
+    module = build_strategy(cfg, load_backbone(cfg.model, cfg.data.classes))
+    batch = module.encoder.training_batch(_clips(2))
+    loss = module.own_readout_kl(batch)
+    assert loss.item() > 0 and module.model.training  # back in training mode after generating
+    loss.backward()
+    head = module.model.lm_head.weight.grad
+    # the read-out's gradient reaches exactly the class names' rows of the LM head
+    assert head[module.backbone.class_token_ids].abs().sum() > 0
+    others = torch.ones(head.shape[0], dtype=torch.bool)
+    others[module.backbone.class_token_ids] = False
+    assert head[others].abs().sum() == 0

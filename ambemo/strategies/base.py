@@ -106,6 +106,19 @@ class EmotionModule(L.LightningModule):
         self.log_dict({f"{split}/{k}": float(v) for k, v in values.items()}, sync_dist=False)
         return values
 
+    def prompt_and_curated(self, batch: dict) -> tuple[list[list[int]], list[list[int]], dict]:
+        """From a training batch (prompt + curated reasoning, right-padded): the prompt ids, the
+        curated reasoning ids, and a left-padded prompt batch (with audio) to sample from."""
+        prompts, curated = [], []
+        for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
+            real = mask.bool()
+            is_target = (labels != -100) & real
+            prompts.append(ids[real & ~is_target].tolist())
+            curated.append(ids[is_target].tolist())
+        gen = left_padded(prompts, self.backbone.tokenizer.pad_token_id, batch["input_ids"].device)
+        gen.update({k: batch[k] for k in AUDIO_KEYS})
+        return prompts, curated, gen
+
     # ---- optimisation -----------------------------------------------------------------------
 
     def configure_optimizers(self) -> dict:
@@ -182,19 +195,6 @@ class OnPolicyModule(EmotionModule):
         distribution = readout_after(self.backbone, repeated, reasoning.ids)
         self.model.train(was_training)
         return repeated, reasoning, distribution
-
-    def prompt_and_curated(self, batch: dict) -> tuple[list[list[int]], list[list[int]], dict]:
-        """From a training batch (prompt + curated reasoning, right-padded): the prompt ids, the
-        curated reasoning ids, and a left-padded prompt batch (with audio) to sample from."""
-        prompts, curated = [], []
-        for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
-            real = mask.bool()
-            is_target = (labels != -100) & real
-            prompts.append(ids[real & ~is_target].tolist())
-            curated.append(ids[is_target].tolist())
-        gen = left_padded(prompts, self.backbone.tokenizer.pad_token_id, batch["input_ids"].device)
-        gen.update({k: batch[k] for k in AUDIO_KEYS})
-        return prompts, curated, gen
 
     def sequences(self, prompts: list[list[int]], targets: list[list[int]], audio_from: dict, rows: list[int]) -> dict:
         """Right-padded prompt + target batch for scoring, with the audio of ``audio_from[rows]``."""

@@ -16,7 +16,7 @@ import functools
 
 import torch
 
-from ambemo.model.readout import class_logits, forward_logits, gather_rows
+from ambemo.model.readout import class_logits, forward_logits, gather_rows, generate_reasoning, readout_after
 from ambemo.objectives.distribution import majority_cross_entropy, readout_kl, token_cross_entropy
 from ambemo.strategies.base import EmotionModule
 
@@ -49,6 +49,15 @@ class SFTModule(EmotionModule):
         )
         return torch.tensor([i for i in range(len(self.backbone.tokenizer)) if i not in special])
 
+    def own_readout_kl(self, batch: dict) -> torch.Tensor:
+        """KL at the answer slot after the model's own greedy reasoning (see ``own_readout_weight``)."""
+        _, _, prompts = self.prompt_and_curated(batch)
+        self.model.eval()  # generate as in evaluation: no dropout, greedy
+        reasoning = generate_reasoning(self.backbone, prompts, self.cfg.strategy.max_new_tokens)
+        self.model.train()
+        p_hat = readout_after(self.backbone, prompts, reasoning.ids)
+        return readout_kl(torch.log(p_hat.clamp_min(1e-12)), batch["target"])
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         s = self.cfg.strategy
         if self.use_cot and s.cot_token_dropout:
@@ -64,6 +73,10 @@ class SFTModule(EmotionModule):
             ce = token_cross_entropy(logits, batch["labels"])
             loss = loss + s.ce_weight * ce
             logs["train/ce"] = ce
+        if self.use_cot and s.own_readout_weight:
+            own = self.own_readout_kl(batch)
+            loss = loss + s.own_readout_weight * own
+            logs["train/own_kl"] = own
         if s.answer_ce_weight:
             answer = majority_cross_entropy(slot, batch["target"], self.backbone.class_token_ids)
             loss = loss + s.answer_ce_weight * answer

@@ -7,7 +7,7 @@ NAME ?= sft_cot
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup exp test lint format data clean
+.PHONY: help setup exp test lint format report data clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ lint: setup ## ruff check + format check
 format: setup ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+report: setup ## Results table (JS, BC, R2, Brier with 95 % CIs) of the newest run of every experiment
+	$(BIN)/ambemo report --out runs/report.md --csv runs/report.csv
 
 data: setup ## Generate the built-in synthetic corpus into data/builtin (done on first use anyway)
 	$(BIN)/ambemo data data/builtin

@@ -7,6 +7,7 @@
     ambemo data [OUT_DIR] [--seed N]                   # generate the built-in synthetic corpus
     ambemo curate CORPUS --store STORE.jsonl [--dry-run] [--max-cost USD] ...  # verified CoTs (--help)
     ambemo data summary data=NAME [key=value ...] [--out FILE.json]  # splits, priors, durations, skips
+    ambemo report [RUN_DIR ...]                        # results table with bootstrap 95 % intervals
     ambemo list                                        # experiments and building blocks
 
 ``--key=value`` is accepted everywhere ``key=value`` is, because that is what a W&B sweep agent
@@ -80,7 +81,13 @@ def _curate(argv: list[str]) -> int:
     return curate_main(argv)
 
 
-COMMANDS = {"train": _train, "score": _score, "data": _data, "list": _list, "curate": _curate}
+def _report(argv: list[str]) -> int:
+    from ambemo.report import main as report_main
+
+    return report_main(argv)
+
+
+COMMANDS = {"train": _train, "score": _score, "data": _data, "list": _list, "curate": _curate, "report": _report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -233,6 +233,7 @@ def write_results(
     reference = reference_scores(datamodule)
     summary = {
         "experiment": cfg.experiment,
+        "dataset": cfg.data.name,
         "run_dir": str(run_dir),
         "test": test,
         "reference": reference,

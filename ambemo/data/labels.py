@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import torch
-
 #: CREMA-D audio-only rating classes, in the order of the vote table's columns A, D, F, H, N, S.
 CREMA_D_CLASSES: tuple[str, ...] = ("anger", "disgust", "fear", "happiness", "neutral", "sadness")
 #: IEMOCAP's 4-class protocol (excited is merged into happiness by the reader).
@@ -43,8 +41,3 @@ def votes_to_distribution(votes: Mapping[str, float], classes: Sequence[str], wh
     if total <= 0:
         raise ValueError(f"{prefix}all counts are zero; a row needs at least one vote")
     return [c / total for c in counts]
-
-
-def majority_class(distribution: torch.Tensor) -> torch.Tensor:
-    """Index of the largest probability per row (ties go to the first class in label order)."""
-    return distribution.argmax(dim=-1)

@@ -204,7 +204,8 @@ class StrategyConfig:
     max_new_tokens: int = 160
     """Evaluation: most reasoning tokens generated before the answer slot is forced."""
     num_rollouts: int = 4
-    """DPO: reasoning rollouts sampled per utterance to find a rejected one."""
+    """DPO: rollouts sampled per utterance to find a rejected one (reasonings; without CoT,
+    emotions drawn from the read-out p_hat)."""
     rejected_min_js: float = 0.05
     """DPO: the worst rollout is rejected only if its JS (bits) to the human distribution exceeds
     this; utterances without one are skipped and counted (``train/dpo_skipped``)."""
@@ -216,12 +217,18 @@ class StrategyConfig:
     """DPO: inverse temperature of the preference loss. GRPO: weight of KL(pi || pi_ref)."""
     clip_epsilon: float = 0.2
     """GRPO: the ratio pi / pi_old is clipped to [1 - eps, 1 + eps]."""
+    num_iterations: int = 1
+    """GRPO: optimisation passes (optimizer steps) per batch of rollouts, each against the same
+    pi_old (trl's ``num_iterations``, the PPO epochs). >1 reuses the costly rollouts; the clip
+    then matters. The LR schedule counts every pass."""
     format_weight: float = 0.1
-    """GRPO: weight of the format reward (lambda_3); reward = -KL(p_human || p_hat) + w * r_format."""
+    """GRPO: weight of the format reward (lambda_3); reward = -KL(p_human || p_hat) + w * r_format.
+    Unused without CoT (no text to check)."""
     rollout_temperature: float = 1.0
-    """Sampling temperature of training rollouts (DPO and GRPO)."""
+    """Sampling temperature of training rollouts (DPO and GRPO; without CoT, of the emotions
+    drawn from p_hat)."""
     rollout_top_p: float = 1.0
-    """Nucleus sampling of training rollouts (1.0 = off)."""
+    """Nucleus sampling of training rollouts (1.0 = off; also applies to emotions drawn without CoT)."""
     rollout_max_new_tokens: int = 160
     """Most reasoning tokens per rollout before the answer slot is forced."""
     own_readout_weight: float = 0.0
@@ -480,10 +487,17 @@ def _check(cfg: DictConfig) -> None:
             raise ConfigError(f"'{key}' must be >= 1")
     if not 0.0 <= cfg.strategy.cot_token_dropout < 1.0:
         raise ConfigError("'strategy.cot_token_dropout' must be in [0, 1)")
-    if cfg.strategy.name in ("dpo", "grpo") and not cfg.strategy.use_cot:
+    if cfg.strategy.name == "grpo" and cfg.strategy.include_curated and not cfg.strategy.use_cot:
         raise ConfigError(
-            f"strategy.name={cfg.strategy.name} samples reasoning rollouts: it needs strategy.use_cot=true "
-            "(without reasoning there is nothing to sample; use strategy=sft for direct answers)"
+            "strategy.include_curated=true (GRPO_z) adds the curated reasoning to each group: it needs "
+            "strategy.use_cot=true"
+        )
+    if cfg.strategy.name == "grpo" and cfg.strategy.num_iterations < 1:
+        raise ConfigError("'strategy.num_iterations' must be >= 1 (optimisation passes per batch of rollouts)")
+    if cfg.strategy.name == "grpo" and cfg.trainer.accumulate_grad_batches != 1:
+        raise ConfigError(
+            "strategy=grpo steps its optimizer itself (strategy.num_iterations passes per rollout batch): "
+            "set trainer.accumulate_grad_batches=1 and raise data.batch_size or strategy.group_size instead"
         )
     if cfg.strategy.name == "dpo" and cfg.strategy.num_rollouts < 1:
         raise ConfigError("'strategy.num_rollouts' must be >= 1: DPO needs at least one rollout to reject")

@@ -178,7 +178,8 @@ def train(cfg: DictConfig) -> Path:
         max_steps=t.max_steps,
         check_val_every_n_epoch=t.check_val_every_n_epoch,
         log_every_n_steps=t.log_every_n_steps,
-        gradient_clip_val=t.gradient_clip_val or None,
+        # a module that steps its own optimizer (GRPO) clips its gradients itself
+        gradient_clip_val=(t.gradient_clip_val or None) if module.automatic_optimization else None,
         accumulate_grad_batches=t.accumulate_grad_batches,
         fast_dev_run=t.fast_dev_run,
         limit_val_batches=t.limit_val_batches,

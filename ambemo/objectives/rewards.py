@@ -35,3 +35,15 @@ def format_reward(text: str, max_words: int = 200, min_words_per_part: int = 2) 
 def distribution_reward(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """-KL(target || pred) per row (nats): 0 is a perfect match, more negative is worse."""
     return -kl_divergence(target, pred.clamp_min(1e-12))
+
+
+def answer_reward(target: torch.Tensor, old_log_p: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
+    """Reward of emotions drawn from the read-out itself (GRPO without reasoning): p_human(c) / p_old(c).
+
+    ``target`` and ``old_log_p`` are (B, C), ``drawn`` (B, K) class indices sampled from p_old.
+    -KL(p_human || p_hat) cannot rank the members of such a group (it does not depend on which
+    emotion was drawn), but this importance-weighted reward does, and its score-function gradient
+    E_{c ~ p_old}[r(c) grad log p_hat(c)] = sum_c p_human(c) grad log p_hat(c) = -grad KL(p_human || p_hat)
+    at p_hat = p_old: the same ambiguity-aware objective, estimated from K draws.
+    """
+    return target.gather(1, drawn) / old_log_p.exp().gather(1, drawn)

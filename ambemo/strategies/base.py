@@ -25,7 +25,9 @@ from ambemo.model.readout import (
     AUDIO_KEYS,
     Reading,
     Reasoning,
+    class_logits,
     forward_logits,
+    gather_rows,
     generate_reasoning,
     read_distribution,
     readout_after,
@@ -121,11 +123,14 @@ class EmotionModule(L.LightningModule):
 
     # ---- optimisation -----------------------------------------------------------------------
 
+    #: optimizer steps per training batch (GRPO's ``num_iterations``): sizes the LR schedule
+    optimizer_steps_per_batch: int = 1
+
     def configure_optimizers(self) -> dict:
         s = self.cfg.strategy
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = max(1, int(self.trainer.estimated_stepping_batches) * self.optimizer_steps_per_batch)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, total, s.warmup_ratio, s.min_lr_ratio)
         )
@@ -195,6 +200,24 @@ class OnPolicyModule(EmotionModule):
         distribution = readout_after(self.backbone, repeated, reasoning.ids)
         self.model.train(was_training)
         return repeated, reasoning, distribution
+
+    def answer_log_probs(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Without reasoning the policy *is* the read-out: log p_hat over the classes at the
+        answer slot, (B, C), from the logits of ``self.model`` or ``self.reference_logits``."""
+        slot = gather_rows(logits, batch["slot_index"])
+        return torch.log_softmax(class_logits(slot, self.backbone.class_token_ids).float(), dim=-1)
+
+    @torch.no_grad()
+    def sample_answers(self, log_p: torch.Tensor, num: int) -> torch.Tensor:
+        """``num`` emotions per utterance drawn from p_hat with the rollout temperature and top-p:
+        class indices, (B, num). The answer-only counterpart of ``sample``."""
+        s = self.cfg.strategy
+        probs = torch.softmax(log_p.detach() / s.rollout_temperature, dim=-1)
+        if s.rollout_top_p < 1.0:  # nucleus: the smallest set of classes holding top_p of the mass
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            outside = sorted_probs.cumsum(-1) - sorted_probs >= s.rollout_top_p
+            probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
+        return torch.multinomial(probs, num, replacement=True)
 
     def sequences(self, prompts: list[list[int]], targets: list[list[int]], audio_from: dict, rows: list[int]) -> dict:
         """Right-padded prompt + target batch for scoring, with the audio of ``audio_from[rows]``."""

@@ -9,7 +9,13 @@ for each; the rollout farthest from the human distribution (JS, above ``rejected
 with p_hat read at the answer slot of both the chosen and the rejected sequence, so the
 read-out also learns on the model's own reasoning, which is what it reads at test time.
 
-Assumptions: ``use_cot=True``; the reference policy is the starting weights (LoRA: adapters
+Without CoT (``use_cot=False``, the ``dpo`` experiment) the policy *is* the read-out: a rollout
+is one emotion drawn from p_hat (rollout temperature / top-p); rejected = the drawn emotion with
+the smallest human vote share (if its one-hot answer is more than ``rejected_min_js`` from the
+human distribution), chosen = the human majority; the DPO log-probabilities are log p_hat of
+those answers. KL and the majority-answer CE are then taken on every utterance of the batch.
+
+Assumptions: the reference policy is the starting weights (LoRA: adapters
 disabled; full fine-tuning: a frozen copy taken at the start of fit). Utterances whose rollouts
 are all close enough are skipped and counted; a batch with none left skips the step.
 """
@@ -29,6 +35,8 @@ class DPOModule(OnPolicyModule):
     """Curated reasoning vs the policy's worst rollout, plus the KL read-out and CE terms."""
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        if not self.use_cot:
+            return self.answer_step(batch)
         s = self.cfg.strategy
         target = batch["target"]
         prompts, curated, gen = self.prompt_and_curated(batch)
@@ -64,19 +72,64 @@ class DPOModule(OnPolicyModule):
         kl = readout_kl(slot, target[keep].repeat(2, 1))
         ce = token_cross_entropy(logits[:k], pair["labels"][:k])
         loss = preference + s.kl_weight * kl + s.ce_weight * ce
-        margin = chosen_reward - rejected_reward
+        self.log_preference(loss, preference, kl, ce, chosen_reward, rejected_reward)
+        return loss
+
+    def answer_step(self, batch: dict) -> torch.Tensor:
+        """DPO between answers, without reasoning: majority emotion vs the worst drawn one."""
+        s = self.cfg.strategy
+        target = batch["target"]
+        log_p = self.answer_log_probs(forward_logits(self.model, batch), batch)
+        reference_log_p = self.answer_log_probs(self.reference_logits(batch), batch)
+        drawn = self.sample_answers(log_p, s.num_rollouts)
+        worst = drawn.gather(1, target.gather(1, drawn).argmin(dim=1, keepdim=True)).squeeze(1)
+        majority = target.argmax(dim=1)
+        one_hot = torch.nn.functional.one_hot(worst, target.shape[1]).to(target.dtype)
+        keep = (worst != majority) & (js_divergence(one_hot, target) > s.rejected_min_js)
+        size = target.shape[0]
         self.log_dict(
             {
-                "train/loss": loss,
-                "train/dpo_loss": preference,
-                "train/kl": kl,
-                "train/ce": ce,
+                "train/rollout_js": js_divergence(log_p.detach().exp(), target).mean(),
+                "train/dpo_skipped": (~keep).sum().float(),
+            },
+            batch_size=size,
+        )
+
+        def pick(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+            return values[keep].gather(1, index[keep, None]).squeeze(1)
+
+        preference, chosen_reward, rejected_reward = dpo_loss(
+            pick(log_p, majority),
+            pick(log_p, worst),
+            pick(reference_log_p, majority),
+            pick(reference_log_p, worst),
+            s.beta,
+        )
+        if not keep.any():
+            preference = log_p.sum() * 0.0  # no pair this batch: the read-out terms still train
+        kl = readout_kl(log_p, target)  # log-softmax logits: the same KL as on the raw class logits
+        ce = torch.nn.functional.nll_loss(log_p, majority)
+        loss = preference + s.kl_weight * kl + s.ce_weight * ce
+        self.log_preference(loss, preference, kl, ce, chosen_reward, rejected_reward)
+        return loss
+
+    def log_preference(
+        self,
+        loss: torch.Tensor,
+        preference: torch.Tensor,
+        kl: torch.Tensor,
+        ce: torch.Tensor,
+        chosen_reward: torch.Tensor,
+        rejected_reward: torch.Tensor,
+    ) -> None:
+        """The DPO training curves: loss terms, implicit rewards beta*log(pi/pi_ref), margin, accuracy."""
+        margin = chosen_reward - rejected_reward
+        logs = {"train/loss": loss, "train/dpo_loss": preference, "train/kl": kl, "train/ce": ce}
+        if margin.numel():
+            logs |= {
                 "train/reward_chosen": chosen_reward.mean(),
                 "train/reward_rejected": rejected_reward.mean(),
                 "train/reward_margin": margin.mean(),
                 "train/reward_accuracy": (margin > 0).float().mean(),
-            },
-            prog_bar=True,
-            batch_size=k,
-        )
-        return loss
+            }
+        self.log_dict(logs, prog_bar=True, batch_size=max(1, margin.numel()))

@@ -11,25 +11,87 @@ reasoning reads out closer to the human distribution, the curated one gets a low
 negative) advantage like any other member, so the policy is pulled towards whichever reasoning
 explains the votes best. ``train/curated_best`` logs how often it tops its group.
 
-One optimisation pass per batch of rollouts (pi_old = the sampling policy, so the ratio is 1
-in value and carries the gradient, as in trl with ``num_iterations=1``). Assumptions:
-``use_cot=True``; the reference policy as in DPO.
+Without CoT (``use_cot=False``, the ``grpo`` experiment) the policy is the read-out itself and
+a trajectory is one emotion c drawn from p_hat. -KL(p_human || p_hat) would be the same for
+every member of a group (no reasoning differs between them), so each member is rewarded
+r(c) = p_human(c) / p_old(c) (``objectives.rewards.answer_reward``): its policy gradient
+E_c~p_old[r(c) grad log p_hat(c)] is exactly -grad KL(p_human || p_hat), the same
+ambiguity-aware objective, estimated from samples. ``train/reward`` logs -KL(p_human || p_hat).
+
+Several optimisation passes per batch of rollouts (``num_iterations``, trl's name): the
+rollouts, rewards, advantages and reference log-probs are computed once; each pass recomputes
+the policy's log-probs, takes an optimizer step, and pi_old stays the sampling policy (pass 0's
+log-probs, detached: the weights have not moved yet). With one pass the ratio is 1 in value and
+carries the gradient, as in trl with ``num_iterations=1``. The module steps its optimizer
+itself (manual optimisation), so gradient clipping is done here with ``trainer.gradient_clip_val``.
+Assumptions: the reference policy as in DPO; ``trainer.accumulate_grad_batches=1`` (checked).
 """
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
+from dataclasses import dataclass
 
+import torch
+from omegaconf import DictConfig
+
+from ambemo.model.backbone import Backbone
 from ambemo.model.readout import forward_logits, readout_after
 from ambemo.objectives.policy import group_advantages, grpo_loss, token_logprobs
-from ambemo.objectives.rewards import distribution_reward, format_reward
+from ambemo.objectives.rewards import answer_reward, distribution_reward, format_reward
 from ambemo.strategies.base import OnPolicyModule
+
+
+@dataclass
+class RolloutBatch:
+    """What every optimisation pass over one batch of rollouts shares."""
+
+    score: Callable[[], tuple[torch.Tensor, torch.Tensor]]
+    """Policy log-probs and mask of each member's tokens, (B*G, T), with gradient."""
+    advantages: torch.Tensor
+    """Group-normalised advantage per member, (B*G,)."""
+    reference_logp: torch.Tensor | None
+    """Reference policy's log-probs of the same tokens (None when beta = 0)."""
+    logs: dict[str, torch.Tensor]
+    """Rollout statistics (rewards) to log once."""
 
 
 class GRPOModule(OnPolicyModule):
     """Group-relative policy optimisation on the read-out's distribution reward."""
 
+    def __init__(self, cfg: DictConfig, backbone: Backbone) -> None:
+        super().__init__(cfg, backbone)
+        self.automatic_optimization = False  # several optimizer steps per batch of rollouts
+        self.optimizer_steps_per_batch = int(cfg.strategy.num_iterations)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        s = self.cfg.strategy
+        rollouts = self.reasoning_rollouts(batch) if self.use_cot else self.answer_rollouts(batch)
+        optimizer, schedule = self.optimizers(), self.lr_schedulers()
+        clip = self.cfg.trainer.gradient_clip_val
+        old_logp = None
+        for _ in range(s.num_iterations):
+            logp, mask = rollouts.score()
+            if old_logp is None:
+                old_logp = logp.detach()  # pi_old: the weights that sampled (nothing stepped yet)
+            loss, mean_kl = grpo_loss(
+                logp, old_logp, rollouts.advantages, mask, s.clip_epsilon, s.beta, rollouts.reference_logp
+            )
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            if clip:
+                self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+            optimizer.step()
+            schedule.step()
+        ratio = torch.exp(logp.detach() - old_logp)[mask]
+        clipped = ((ratio - 1).abs() > s.clip_epsilon).float().mean() if ratio.numel() else ratio.sum()
+        size = batch["target"].shape[0]
+        logs = {"train/loss": loss.detach(), "train/policy_kl": mean_kl, "train/clip_fraction": clipped}
+        self.log_dict(logs | rollouts.logs, prog_bar=True, batch_size=size)
+        return loss.detach()
+
+    def reasoning_rollouts(self, batch: dict) -> RolloutBatch:
+        """K sampled reasonings per utterance (+ the curated one for GRPO_z), rewarded by their read-out."""
         s = self.cfg.strategy
         target = batch["target"]
         size, k = target.shape[0], s.group_size
@@ -52,27 +114,51 @@ class GRPOModule(OnPolicyModule):
         fmt = torch.tensor([[format_reward(t) for t in row] for row in texts], device=target.device)
         kl_reward = distribution_reward(distributions.reshape(size * group, -1), target.repeat_interleave(group, 0))
         rewards = kl_reward.view(size, group) + s.format_weight * fmt
-        advantages = group_advantages(rewards).flatten()
-
-        flat = [m for row in members for m in row]
-        seq = self.sequences(
-            [prompts[i] for i in range(size) for _ in range(group)],
-            flat,
-            batch,
-            [i for i in range(size) for _ in range(group)],
-        )
-        logp, mask = token_logprobs(forward_logits(self.model, seq), seq["labels"])
-        reference = token_logprobs(self.reference_logits(seq), seq["labels"])[0] if s.beta else None
-        loss, mean_kl = grpo_loss(logp, logp.detach(), advantages, mask, s.clip_epsilon, s.beta, reference)
         logs = {
-            "train/loss": loss,
             "train/reward": rewards[:, :k].mean(),
             "train/reward_kl": kl_reward.view(size, group)[:, :k].mean(),
             "train/format_reward": fmt[:, :k].mean(),
-            "train/policy_kl": mean_kl,
         }
         if s.include_curated:
             logs["train/reward_curated"] = rewards[:, k].mean()
             logs["train/curated_best"] = (rewards.argmax(dim=1) == k).float().mean()
-        self.log_dict(logs, prog_bar=True, batch_size=size)
-        return loss
+
+        seq = self.sequences(
+            [prompts[i] for i in range(size) for _ in range(group)],
+            [m for row in members for m in row],
+            batch,
+            [i for i in range(size) for _ in range(group)],
+        )
+        reference = token_logprobs(self.reference_logits(seq), seq["labels"])[0] if s.beta else None
+        return RolloutBatch(
+            score=lambda: token_logprobs(forward_logits(self.model, seq), seq["labels"]),
+            advantages=group_advantages(rewards).flatten(),
+            reference_logp=reference,
+            logs=logs,
+        )
+
+    def answer_rollouts(self, batch: dict) -> RolloutBatch:
+        """Without reasoning: K emotions drawn from p_hat, rewarded p_human(c) / p_old(c)."""
+        s = self.cfg.strategy
+        target = batch["target"]
+        log_p = self.answer_log_probs(forward_logits(self.model, batch), batch).detach()
+        drawn = self.sample_answers(log_p, s.group_size)  # (B, K)
+        rewards = answer_reward(target, log_p, drawn)
+        reference = None
+        if s.beta:
+            reference = self.answer_log_probs(self.reference_logits(batch), batch).gather(1, drawn).reshape(-1, 1)
+
+        def score() -> tuple[torch.Tensor, torch.Tensor]:
+            logp = self.answer_log_probs(forward_logits(self.model, batch), batch).gather(1, drawn).reshape(-1, 1)
+            return logp, torch.ones_like(logp, dtype=torch.bool)
+
+        return RolloutBatch(
+            score=score,
+            advantages=group_advantages(rewards).flatten(),
+            reference_logp=reference,
+            logs={
+                # the objective itself (what rises), and the raw importance-weighted reward
+                "train/reward": distribution_reward(log_p.exp(), target).mean(),
+                "train/answer_reward": rewards.mean(),
+            },
+        )

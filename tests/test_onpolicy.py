@@ -1,0 +1,88 @@
+"""On-policy pieces beyond the loss formulas: answer-only rollouts (DPO/GRPO without CoT) and
+GRPO's several optimisation passes per batch of rollouts."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from ambemo.config import ConfigError, compose
+from ambemo.objectives.rewards import answer_reward
+from ambemo.strategies.base import OnPolicyModule
+from ambemo.train import train
+
+
+def test_answer_reward_policy_gradient_is_the_forward_kl_gradient() -> None:
+    # E_{c ~ p}[r(c) grad log p(c)] with r = p_human / p, summed exactly over the classes,
+    # must equal -grad KL(p_human || p): the reward optimises the paper's objective.
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    target = torch.softmax(torch.randn(3, 5, dtype=torch.float64), -1)
+    target[0, 1] = 0.0  # a class nobody voted for
+    target = target / target.sum(-1, keepdim=True)
+    log_p = torch.log_softmax(logits, -1)
+    every = torch.arange(5).expand(3, 5)
+    reward = answer_reward(target, log_p.detach(), every)
+    surrogate = (log_p.detach().exp() * reward * log_p).sum()
+    (policy_gradient,) = torch.autograd.grad(surrogate, logits)
+    kl = (torch.xlogy(target, target) - target * torch.log_softmax(logits, -1)).sum()
+    (kl_gradient,) = torch.autograd.grad(kl, logits)
+    torch.testing.assert_close(policy_gradient, -kl_gradient)
+    assert reward[0, 1] == 0  # an emotion nobody heard earns nothing
+
+
+def _sampler(temperature: float, top_p: float) -> SimpleNamespace:
+    strategy = SimpleNamespace(rollout_temperature=temperature, rollout_top_p=top_p)
+    return SimpleNamespace(cfg=SimpleNamespace(strategy=strategy))
+
+
+def test_sample_answers_follows_temperature_and_top_p() -> None:
+    torch.manual_seed(0)
+    log_p = torch.log(torch.tensor([[0.6, 0.3, 0.1], [0.05, 0.05, 0.9]]))
+    drawn = OnPolicyModule.sample_answers(_sampler(1.0, 1.0), log_p, 4000)
+    assert drawn.shape == (2, 4000)
+    share = torch.stack([(drawn[0] == c).float().mean() for c in range(3)])
+    torch.testing.assert_close(share, torch.tensor([0.6, 0.3, 0.1]), atol=0.03, rtol=0)
+    # top-p 0.5 keeps only the most likely class of each row; 0.85 the two largest of row 0
+    assert (OnPolicyModule.sample_answers(_sampler(1.0, 0.5), log_p, 200) == torch.tensor([[0], [2]])).all()
+    nucleus = OnPolicyModule.sample_answers(_sampler(1.0, 0.85), log_p, 500)[0]
+    assert set(nucleus.tolist()) == {0, 1}
+    # a low temperature concentrates on the mode
+    assert (OnPolicyModule.sample_answers(_sampler(0.05, 1.0), log_p, 200)[0] == 0).float().mean() > 0.99
+
+
+def test_grpoz_needs_reasoning_and_grpo_steps_its_own_optimizer() -> None:
+    with pytest.raises(ConfigError, match="include_curated"):
+        compose("grpoz_cot", ["strategy.use_cot=false"])
+    with pytest.raises(ConfigError, match="accumulate_grad_batches=1"):
+        compose("grpo_cot", ["trainer.accumulate_grad_batches=2"])
+    with pytest.raises(ConfigError, match="num_iterations"):
+        compose("grpo", ["strategy.num_iterations=0"])
+
+
+@pytest.mark.parametrize("experiment", ["grpo", "grpoz_cot"])
+def test_grpo_several_passes_per_rollout_batch(experiment: str, fast_overrides: list[str]) -> None:
+    # 48 clips / batch 8 = 6 rollout batches, 3 optimizer steps each; the LR schedule counts all 18.
+    overrides = [
+        *fast_overrides,
+        "model.init_from=null",
+        "strategy.num_iterations=3",
+        "strategy.group_size=2",
+        "strategy.rollout_max_new_tokens=16",
+        "trainer.max_epochs=1",
+        "trainer.log_every_n_steps=1",
+        "logger=csv",
+    ]
+    run_dir = train(compose(experiment, overrides))
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 18
+    assert last["lr_schedulers"][0]["last_epoch"] == 18
+    rows = list(csv.DictReader(Path(run_dir / "metrics.csv").open()))
+    clip = [float(r["train/clip_fraction"]) for r in rows if r.get("train/clip_fraction")]
+    rewards = [float(r["train/reward"]) for r in rows if r.get("train/reward")]
+    assert len(rewards) == 6 and len(clip) == 6
+    assert all(0.0 <= c <= 1.0 for c in clip)

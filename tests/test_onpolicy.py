@@ -81,7 +81,7 @@ def test_grpo_several_passes_per_rollout_batch(experiment: str, fast_overrides: 
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["global_step"] == 18
     assert last["lr_schedulers"][0]["last_epoch"] == 18
-    rows = list(csv.DictReader(Path(run_dir / "metrics.csv").open()))
+    rows = list(csv.DictReader(Path(run_dir / "metrics.csv").read_text().splitlines()))
     clip = [float(r["train/clip_fraction"]) for r in rows if r.get("train/clip_fraction")]
     rewards = [float(r["train/reward"]) for r in rows if r.get("train/reward")]
     assert len(rewards) == 6 and len(clip) == 6

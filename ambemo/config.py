@@ -141,9 +141,10 @@ class ModelConfig:
     """The audio-language backbone and what is trained."""
 
     name: str = "tiny"
-    """Backbone: ``tiny`` (random-initialised Qwen2-Audio built offline) or ``qwen2_audio`` (a local checkpoint)."""
+    """Backbone: ``tiny`` / ``tiny_omni`` (random-initialised Qwen2-Audio / Qwen2.5-Omni thinker built
+    offline) or ``qwen2_audio`` / ``qwen2_5_omni`` (a local checkpoint, ``path``)."""
     path: str | None = None
-    """Local directory of a real checkpoint (e.g. Qwen2-Audio-7B-Instruct); required unless ``name=tiny``."""
+    """Local directory of a real checkpoint (e.g. Qwen2-Audio-7B-Instruct); required unless a tiny model."""
     finetune: str = "lora"
     """``lora`` (peft adapters on the language model) or ``full`` (every weight)."""
     lora_r: int = 8
@@ -157,7 +158,7 @@ class ModelConfig:
     )
     """Module names that get adapters: the language model's attention and MLP projections."""
     dtype: str = "float32"
-    """Weight dtype: ``float32``, ``bfloat16`` or ``float16``."""
+    """Weight dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto`` (bfloat16 with CUDA, else float32)."""
     attn_implementation: str = "sdpa"
     """Attention kernel passed to transformers (``sdpa``, ``eager``, ``flash_attention_2``)."""
     gradient_checkpointing: bool = False
@@ -444,6 +445,9 @@ def compose(experiment: str | None = None, overrides: list[str] | None = None) -
     return cfg
 
 
+#: The ``model.name`` values that build a random-initialised model offline (ambemo.model.backbone.FAMILIES).
+TINY_MODELS = ("tiny", "tiny_omni")
+
 _CHOICES = {
     "data.name": ("synthetic", "manifest", "iemocap", "crema_d"),
     "data.out_of_set_votes": ("renormalise", "drop_utterance"),
@@ -451,9 +455,9 @@ _CHOICES = {
     "data.on_bad_labels": ("error", "skip"),
     "data.on_bad_audio": ("error", "skip"),
     "data.max_duration_policy": ("truncate", "skip"),
-    "model.name": ("tiny", "qwen2_audio"),
+    "model.name": ("tiny", "qwen2_audio", "tiny_omni", "qwen2_5_omni"),
     "model.finetune": ("lora", "full"),
-    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.dtype": ("float32", "bfloat16", "float16", "auto"),
     "strategy.name": ("sft", "dpo", "grpo"),
     "logger.name": ("wandb", "csv"),
     "logger.mode": ("auto", "offline", "online"),
@@ -467,7 +471,7 @@ def _check(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value not in valid:
             raise ConfigError(f"bad value for '{key}': {value!r}. Valid choices: {', '.join(valid)}")
-    if cfg.model.name != "tiny" and not cfg.model.path:
+    if cfg.model.name not in TINY_MODELS and not cfg.model.path:
         raise ConfigError(
             f"model.name={cfg.model.name} loads a local checkpoint: set model.path=/dir/of/the/checkpoint "
             "(no model hub is contacted)"

@@ -4,7 +4,9 @@ One config system (OmegaConf). A run's config is composed in this order, later w
 
 1. the dataclass defaults below (``RunConfig``);
 2. one YAML building block per group, ``conf/<group>/<option>.yaml``, chosen by the
-   experiment's ``defaults:`` mapping or on the command line as ``group=option``;
+   experiment's ``defaults:`` mapping or on the command line as ``group=option``; a block's
+   optional ``_run:`` mapping sets keys outside its group (``conf/model/qwen2_audio_7b.yaml``
+   sets the batch sizes that fit one 80 GB GPU);
 3. the experiment file ``experiments/<name>.yaml`` (everything except ``defaults:``);
 4. command-line overrides ``key=value`` or ``--key=value`` (the form a W&B sweep agent passes).
 
@@ -431,7 +433,11 @@ def compose(experiment: str | None = None, overrides: list[str] | None = None) -
             raise ConfigError(
                 f"unknown {group} option '{option}'. Valid choices for {group}: {', '.join(group_options(group))}"
             )
-        cfg = _merge(cfg, {group: _read_yaml(block)}, str(block))
+        block_cfg = _read_yaml(block)
+        run_keys = block_cfg.pop("_run", None)
+        cfg = _merge(cfg, {group: block_cfg}, str(block))
+        if run_keys is not None:  # keys outside the group, e.g. a 7B model's memory-fitting batch sizes
+            cfg = _merge(cfg, run_keys, f"{block} (_run)")
     cfg = _merge(cfg, exp_cfg, str(exp_path))
     cfg.experiment = experiment
     try:

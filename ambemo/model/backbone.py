@@ -105,6 +105,9 @@ class BackboneFamily:
     language_model: str
     """Regex of the language model's module-name prefix: LoRA targets only modules under it
     (the audio and vision towers have q/k/v and MLP projections too)."""
+    release_config: Callable[[], PretrainedConfig]
+    """The released (7B) model's geometry, to build it with random weights without a download
+    (``random_model``: memory arithmetic, benchmarks)."""
     chat_style: ChatStyle = QWEN2_AUDIO_STYLE
     """How the family's chat template frames the system turn and the audio."""
     never_generate: tuple[str, ...] = AUDIO_TOKENS
@@ -159,32 +162,68 @@ def _checkpoint_dir(model_cfg: DictConfig) -> Path:
 # Qwen2-Audio
 
 
-def tiny_model_config(model_cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> Qwen2AudioConfig:
-    """A small Qwen2-Audio config. The audio encoder needs exactly 2 * max_source_positions mel
-    frames, i.e. 100 frames per second of the feature extractor's window."""
+def _tiny_sizes(model_cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[dict, dict]:
+    """Audio-encoder and language-model sizes of a tiny config (``model.tiny``), shared by the families.
+    The audio encoder reads 100 mel frames per second: 2 * max_source_positions per window."""
     tiny = model_cfg.tiny
+    audio = {
+        "d_model": tiny.audio_d_model,
+        "encoder_layers": tiny.audio_layers,
+        "encoder_attention_heads": tiny.audio_heads,
+        "encoder_ffn_dim": 2 * tiny.audio_d_model,
+        "num_mel_bins": tiny.num_mel_bins,
+        "max_source_positions": 50 * model_cfg.chunk_seconds,
+    }
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": tiny.text_hidden,
+        "num_hidden_layers": tiny.text_layers,
+        "num_attention_heads": tiny.text_heads,
+        "num_key_value_heads": tiny.text_kv_heads,
+        "intermediate_size": tiny.text_ffn,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": False,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    return audio, text
+
+
+def tiny_model_config(model_cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> Qwen2AudioConfig:
+    """A small Qwen2-Audio config."""
+    audio, text = _tiny_sizes(model_cfg, tokenizer)
+    return Qwen2AudioConfig(
+        audio_config=audio,
+        text_config={"model_type": "qwen2", **text},
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
+    )
+
+
+def qwen2_audio_7b_config() -> Qwen2AudioConfig:
+    """Qwen2-Audio-7B-Instruct's geometry (its config.json): Whisper-large-v3-size audio encoder,
+    Qwen-7B language model (32 layers, width 4096, 32 key/value heads, MLP 11008, 156,032 tokens)."""
     return Qwen2AudioConfig(
         audio_config={
-            "d_model": tiny.audio_d_model,
-            "encoder_layers": tiny.audio_layers,
-            "encoder_attention_heads": tiny.audio_heads,
-            "encoder_ffn_dim": 2 * tiny.audio_d_model,
-            "num_mel_bins": tiny.num_mel_bins,
-            "max_source_positions": 50 * model_cfg.chunk_seconds,
+            "d_model": 1280,
+            "encoder_layers": 32,
+            "encoder_attention_heads": 20,
+            "encoder_ffn_dim": 5120,
+            "num_mel_bins": 128,
+            "max_source_positions": 1500,
         },
         text_config={
             "model_type": "qwen2",
-            "vocab_size": len(tokenizer),
-            "hidden_size": tiny.text_hidden,
-            "num_hidden_layers": tiny.text_layers,
-            "num_attention_heads": tiny.text_heads,
-            "num_key_value_heads": tiny.text_kv_heads,
-            "intermediate_size": tiny.text_ffn,
-            "max_position_embeddings": 2048,
+            "vocab_size": 156032,
+            "hidden_size": 4096,
+            "intermediate_size": 11008,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 32,
+            "max_position_embeddings": 8192,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
+            "rms_norm_eps": 1e-5,
             "tie_word_embeddings": False,
-            "pad_token_id": tokenizer.pad_token_id,
         },
-        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
+        audio_token_index=151646,
     )
 
 
@@ -252,45 +291,23 @@ def tiny_omni_config(model_cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) 
     sections in the 7B's proportions (16/24/24 of 64); for audio and text the three position
     streams are equal, so it acts as plain RoPE.
     """
-    tiny = model_cfg.tiny
+    audio, text = _tiny_sizes(model_cfg, tokenizer)
     ids = tokenizer.convert_tokens_to_ids
-    half = tiny.text_hidden // tiny.text_heads // 2
+    half = text["hidden_size"] // text["num_attention_heads"] // 2
     temporal = half // 4
     height = (half - temporal) // 2
+    rope = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [temporal, height, half - temporal - height]}
     return Qwen2_5OmniThinkerConfig(
-        audio_config={
-            "d_model": tiny.audio_d_model,
-            "encoder_layers": tiny.audio_layers,
-            "encoder_attention_heads": tiny.audio_heads,
-            "encoder_ffn_dim": 2 * tiny.audio_d_model,
-            "num_mel_bins": tiny.num_mel_bins,
-            "max_source_positions": 50 * model_cfg.chunk_seconds,
-            "output_dim": tiny.text_hidden,
-        },
+        audio_config={**audio, "output_dim": text["hidden_size"]},
         vision_config={
             "depth": 1,
             "hidden_size": 32,
             "intermediate_size": 64,
             "num_heads": 2,
-            "out_hidden_size": tiny.text_hidden,
+            "out_hidden_size": text["hidden_size"],
             "fullatt_block_indexes": [0],
         },
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": tiny.text_hidden,
-            "num_hidden_layers": tiny.text_layers,
-            "num_attention_heads": tiny.text_heads,
-            "num_key_value_heads": tiny.text_kv_heads,
-            "intermediate_size": tiny.text_ffn,
-            "max_position_embeddings": 2048,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 1e6,
-                "mrope_section": [temporal, height, half - temporal - height],
-            },
-            "tie_word_embeddings": False,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
+        text_config={**text, "rope_parameters": rope},
         audio_token_index=ids("<|AUDIO|>"),
         audio_start_token_id=ids("<|audio_bos|>"),
         audio_end_token_id=ids("<|audio_eos|>"),
@@ -298,6 +315,32 @@ def tiny_omni_config(model_cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) 
         video_token_index=ids("<|VIDEO|>"),
         vision_start_token_id=ids("<|vision_bos|>"),
         vision_end_token_id=ids("<|vision_eos|>"),
+    )
+
+
+def qwen2_5_omni_7b_config() -> Qwen2_5OmniThinkerConfig:
+    """Qwen2.5-Omni-7B's thinker geometry (its config.json): audio encoder as Qwen2-Audio's, a
+    Qwen2.5-VL vision tower, Qwen2.5-7B language model (28 layers, width 3584, 4 key/value heads,
+    MLP 18944, 152,064 tokens)."""
+    return Qwen2_5OmniThinkerConfig(
+        audio_config={"output_dim": 3584},
+        vision_config={
+            "depth": 32,
+            "hidden_size": 1280,
+            "intermediate_size": 3420,
+            "num_heads": 16,
+            "out_hidden_size": 3584,
+        },
+        text_config={
+            "vocab_size": 152064,
+            "hidden_size": 3584,
+            "intermediate_size": 18944,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 28,
+            "num_key_value_heads": 4,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+            "tie_word_embeddings": False,
+        },
     )
 
 
@@ -344,6 +387,7 @@ FAMILIES: dict[str, BackboneFamily] = {
         processor=_qwen2_audio_processor,
         load_processor=_load_qwen2_audio_processor,
         language_model=r"model\.language_model\.",
+        release_config=qwen2_audio_7b_config,
     ),
     "qwen2_5_omni": BackboneFamily(
         tiny_name="tiny_omni",
@@ -352,6 +396,7 @@ FAMILIES: dict[str, BackboneFamily] = {
         processor=_omni_processor,
         load_processor=_load_omni_processor,
         language_model=r"model\.layers\.",
+        release_config=qwen2_5_omni_7b_config,
         chat_style=QWEN2_5_OMNI_STYLE,
         never_generate=AUDIO_TOKENS + OMNI_VISION_TOKENS,
         tiny_extra_tokens=OMNI_VISION_TOKENS,
@@ -386,16 +431,39 @@ def _attention(model_cfg: DictConfig) -> str:
     return kernel
 
 
+def family_of(model_cfg: DictConfig) -> tuple[BackboneFamily, bool]:
+    """The family ``model.name`` belongs to, and whether it names the family's tiny model."""
+    names = model_names()
+    if model_cfg.name not in names:
+        raise BackboneError(f"unknown model.name {model_cfg.name!r}. Valid choices: {', '.join(names)}")
+    key, tiny = names[model_cfg.name]
+    return FAMILIES[key], tiny
+
+
+def _instantiate(family: BackboneFamily, config: PretrainedConfig, model_cfg: DictConfig) -> torch.nn.Module:
+    return family.model_class._from_config(
+        config, dtype=resolve_dtype(model_cfg.dtype), attn_implementation=_attention(model_cfg)
+    )
+
+
+def random_model(model_cfg: DictConfig, config: PretrainedConfig | None = None) -> torch.nn.Module:
+    """The family's model with random weights, ``model_cfg``'s dtype, attention kernel and
+    fine-tuning (LoRA, checkpointing) applied; ``config`` defaults to the released geometry.
+
+    Built under ``with torch.device("meta"):`` it takes no memory, which is enough to count
+    parameters and check what LoRA wraps; on a GPU it is the 7B for benchmarks without a download.
+    """
+    family, _ = family_of(model_cfg)
+    model = _instantiate(family, config if config is not None else family.release_config(), model_cfg)
+    return _apply_finetuning(model, model_cfg, family)
+
+
 def _load_tiny(model_cfg: DictConfig, family: BackboneFamily) -> tuple[torch.nn.Module, ProcessorMixin]:
     tokenizer = load_tiny_tokenizer(extra_special_tokens=family.tiny_extra_tokens)
     features = WhisperFeatureExtractor(
         feature_size=model_cfg.tiny.num_mel_bins, chunk_length=model_cfg.chunk_seconds, sampling_rate=SAMPLE_RATE
     )
-    model = family.model_class._from_config(
-        family.tiny_config(model_cfg, tokenizer),
-        dtype=resolve_dtype(model_cfg.dtype),
-        attn_implementation=_attention(model_cfg),
-    )
+    model = _instantiate(family, family.tiny_config(model_cfg, tokenizer), model_cfg)
     return model, family.processor(features, tokenizer)
 
 
@@ -455,11 +523,7 @@ def _apply_finetuning(model: torch.nn.Module, model_cfg: DictConfig, family: Bac
 
 def load_backbone(model_cfg: DictConfig, classes: Sequence[str]) -> Backbone:
     """Build or load the model named by ``model_cfg`` and check it can read out ``classes``."""
-    names = model_names()
-    if model_cfg.name not in names:
-        raise BackboneError(f"unknown model.name {model_cfg.name!r}. Valid choices: {', '.join(names)}")
-    key, tiny = names[model_cfg.name]
-    family = FAMILIES[key]
+    family, tiny = family_of(model_cfg)
     model, processor = _load_tiny(model_cfg, family) if tiny else _load_pretrained(model_cfg, family)
     tokenizer = processor.tokenizer  # type: ignore[attr-defined]
     model_classes = list(model_cfg.classes) or list(classes)

@@ -87,3 +87,26 @@ def test_bad_key_in_a_blocks_run_mapping_names_the_block(tmp_path, monkeypatch: 
     monkeypatch.setattr(config, "CONF_DIR", tmp_path)
     with pytest.raises(ConfigError, match=r"odd\.yaml \(_run\): unknown key 'data\.batch_sise'"):
         compose("sft_cot", ["model=odd"])
+
+
+def test_qwen2_audio_checkpoint_path_applies_dtype_and_attention(tmp_path) -> None:
+    # The checkpoint loader (model=qwen2_audio_7b) on a saved tiny Qwen2-Audio: same weights,
+    # and the block's settings (dtype, attention kernel, LoRA on the language model) applied.
+    from test_readout import _clips
+
+    from ambemo.model.inputs import PromptEncoder
+    from ambemo.model.readout import forward_logits
+
+    torch.manual_seed(0)
+    tiny = load_backbone(compose("sft", []).model, CREMA_D_CLASSES)
+    tiny.model.save_pretrained(tmp_path)
+    tiny.processor.save_pretrained(tmp_path)
+    block = ["model=qwen2_audio_7b", f"model.path={tmp_path}", "model.chunk_seconds=3"]
+    same = load_backbone(compose("sft", [*block, "model.dtype=float32", "model.finetune=full"]).model, CREMA_D_CLASSES)
+    batch = PromptEncoder(same, CREMA_D_CLASSES, use_cot=False).prompt_batch(_clips(2))
+    with torch.no_grad():
+        torch.testing.assert_close(forward_logits(same.model, batch), forward_logits(tiny.model, batch))
+    lora = load_backbone(compose("sft", [*block, "model.dtype=bfloat16"]).model, CREMA_D_CLASSES).model
+    assert lora.get_base_model().dtype == torch.bfloat16 and lora.get_base_model().is_gradient_checkpointing
+    assert lora.get_base_model().config._attn_implementation == "sdpa"
+    assert all(".language_model." in n for n in _lora_owners(lora))

@@ -116,7 +116,8 @@ class DataConfig:
 
 @dataclass
 class TinyBackboneConfig:
-    """Size of the random-initialised Qwen2-Audio used by ``model=tiny`` (tests, CPU demo)."""
+    """Size of the random-initialised models ``model=tiny`` (Qwen2-Audio) and ``model=tiny_omni``
+    (Qwen2.5-Omni thinker) used by tests and the CPU demo."""
 
     audio_d_model: int = 64
     """Audio encoder width."""
@@ -176,7 +177,7 @@ class ModelConfig:
     chunk_seconds: int = 3
     """Audio window of the feature extractor in seconds (30 for the real Qwen2-Audio; ``tiny`` uses 3)."""
     tiny: TinyBackboneConfig = field(default_factory=TinyBackboneConfig)
-    """Sizes for ``name=tiny``."""
+    """Sizes for the tiny models (``name=tiny``, ``name=tiny_omni``)."""
 
 
 @dataclass

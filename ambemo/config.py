@@ -4,7 +4,9 @@ One config system (OmegaConf). A run's config is composed in this order, later w
 
 1. the dataclass defaults below (``RunConfig``);
 2. one YAML building block per group, ``conf/<group>/<option>.yaml``, chosen by the
-   experiment's ``defaults:`` mapping or on the command line as ``group=option``;
+   experiment's ``defaults:`` mapping or on the command line as ``group=option``; a block's
+   optional ``_run:`` mapping sets keys outside its group (``conf/model/qwen2_audio_7b.yaml``
+   sets the batch sizes that fit one 80 GB GPU);
 3. the experiment file ``experiments/<name>.yaml`` (everything except ``defaults:``);
 4. command-line overrides ``key=value`` or ``--key=value`` (the form a W&B sweep agent passes).
 
@@ -114,7 +116,8 @@ class DataConfig:
 
 @dataclass
 class TinyBackboneConfig:
-    """Size of the random-initialised Qwen2-Audio used by ``model=tiny`` (tests, CPU demo)."""
+    """Size of the random-initialised models ``model=tiny`` (Qwen2-Audio) and ``model=tiny_omni``
+    (Qwen2.5-Omni thinker) used by tests and the CPU demo."""
 
     audio_d_model: int = 64
     """Audio encoder width."""
@@ -141,9 +144,10 @@ class ModelConfig:
     """The audio-language backbone and what is trained."""
 
     name: str = "tiny"
-    """Backbone: ``tiny`` (random-initialised Qwen2-Audio built offline) or ``qwen2_audio`` (a local checkpoint)."""
+    """Backbone: ``tiny`` / ``tiny_omni`` (random-initialised Qwen2-Audio / Qwen2.5-Omni thinker built
+    offline) or ``qwen2_audio`` / ``qwen2_5_omni`` (a local checkpoint, ``path``)."""
     path: str | None = None
-    """Local directory of a real checkpoint (e.g. Qwen2-Audio-7B-Instruct); required unless ``name=tiny``."""
+    """Local directory of a real checkpoint (e.g. Qwen2-Audio-7B-Instruct); required unless a tiny model."""
     finetune: str = "lora"
     """``lora`` (peft adapters on the language model) or ``full`` (every weight)."""
     lora_r: int = 8
@@ -157,7 +161,7 @@ class ModelConfig:
     )
     """Module names that get adapters: the language model's attention and MLP projections."""
     dtype: str = "float32"
-    """Weight dtype: ``float32``, ``bfloat16`` or ``float16``."""
+    """Weight dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto`` (bfloat16 with CUDA, else float32)."""
     attn_implementation: str = "sdpa"
     """Attention kernel passed to transformers (``sdpa``, ``eager``, ``flash_attention_2``)."""
     gradient_checkpointing: bool = False
@@ -173,7 +177,7 @@ class ModelConfig:
     chunk_seconds: int = 3
     """Audio window of the feature extractor in seconds (30 for the real Qwen2-Audio; ``tiny`` uses 3)."""
     tiny: TinyBackboneConfig = field(default_factory=TinyBackboneConfig)
-    """Sizes for ``name=tiny``."""
+    """Sizes for the tiny models (``name=tiny``, ``name=tiny_omni``)."""
 
 
 @dataclass
@@ -437,7 +441,11 @@ def compose(experiment: str | None = None, overrides: list[str] | None = None) -
             raise ConfigError(
                 f"unknown {group} option '{option}'. Valid choices for {group}: {', '.join(group_options(group))}"
             )
-        cfg = _merge(cfg, {group: _read_yaml(block)}, str(block))
+        block_cfg = _read_yaml(block)
+        run_keys = block_cfg.pop("_run", None)
+        cfg = _merge(cfg, {group: block_cfg}, str(block))
+        if run_keys is not None:  # keys outside the group, e.g. a 7B model's memory-fitting batch sizes
+            cfg = _merge(cfg, run_keys, f"{block} (_run)")
     cfg = _merge(cfg, exp_cfg, str(exp_path))
     cfg.experiment = experiment
     try:
@@ -451,6 +459,9 @@ def compose(experiment: str | None = None, overrides: list[str] | None = None) -
     return cfg
 
 
+#: The ``model.name`` values that build a random-initialised model offline (ambemo.model.backbone.FAMILIES).
+TINY_MODELS = ("tiny", "tiny_omni")
+
 _CHOICES = {
     "data.name": ("synthetic", "manifest", "iemocap", "crema_d"),
     "data.out_of_set_votes": ("renormalise", "drop_utterance"),
@@ -458,9 +469,9 @@ _CHOICES = {
     "data.on_bad_labels": ("error", "skip"),
     "data.on_bad_audio": ("error", "skip"),
     "data.max_duration_policy": ("truncate", "skip"),
-    "model.name": ("tiny", "qwen2_audio"),
+    "model.name": ("tiny", "qwen2_audio", "tiny_omni", "qwen2_5_omni"),
     "model.finetune": ("lora", "full"),
-    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.dtype": ("float32", "bfloat16", "float16", "auto"),
     "strategy.name": ("sft", "dpo", "grpo"),
     "logger.name": ("wandb", "csv"),
     "logger.mode": ("auto", "offline", "online"),
@@ -474,7 +485,7 @@ def _check(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value not in valid:
             raise ConfigError(f"bad value for '{key}': {value!r}. Valid choices: {', '.join(valid)}")
-    if cfg.model.name != "tiny" and not cfg.model.path:
+    if cfg.model.name not in TINY_MODELS and not cfg.model.path:
         raise ConfigError(
             f"model.name={cfg.model.name} loads a local checkpoint: set model.path=/dir/of/the/checkpoint "
             "(no model hub is contacted)"

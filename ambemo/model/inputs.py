@@ -53,6 +53,7 @@ class PromptEncoder:
         self.processor = backbone.processor
         self.tokenizer = backbone.tokenizer
         self.sample_rate = backbone.sample_rate
+        self.chat_style = backbone.chat_style
         self.classes = list(classes)
         self.use_cot = use_cot
         self.pad_id = self.tokenizer.pad_token_id
@@ -68,7 +69,7 @@ class PromptEncoder:
         encoded = self._encoded if self.cache else {}
         missing = [c for c in clips if c.id not in encoded]
         if missing:
-            texts = [chat_prompt(self.classes, c.transcript, self.use_cot) for c in missing]
+            texts = [chat_prompt(self.classes, c.transcript, self.use_cot, style=self.chat_style) for c in missing]
             out = self.processor(
                 text=texts,
                 audio=[c.audio for c in missing],

@@ -33,6 +33,26 @@ SYSTEM_PROMPT = "You are a helpful assistant."
 
 
 @dataclass(frozen=True)
+class ChatStyle:
+    """How a backbone family's chat template frames the system turn and the audio in the user turn.
+
+    Only the framing differs between families; the instruction and the reasoning format are the
+    same, so curated reasoning works with any backbone.
+    """
+
+    system: str
+    """The system turn's text (what the family's chat template puts there by default)."""
+    audio_prefix: str
+    """Text before the audio segment ``<|audio_bos|><|AUDIO|><|audio_eos|>`` in the user turn."""
+    audio_suffix: str
+    """Text between the audio segment and the instruction."""
+
+
+#: Qwen2-Audio's chat template: "Audio 1: <audio>" on its own line.
+QWEN2_AUDIO_STYLE = ChatStyle(SYSTEM_PROMPT, "Audio 1: ", "\n")
+
+
+@dataclass(frozen=True)
 class CoT:
     """The four parts of a structured reasoning, without tags."""
 
@@ -102,16 +122,23 @@ def user_instruction(classes: Sequence[str], transcript: str | None, use_cot: bo
     return f"{said}How would listeners perceive the speaker's emotion? {ANSWER_SLOT} one of {names}."
 
 
-def chat_prompt(classes: Sequence[str], transcript: str | None, use_cot: bool, audio_token: str = "<|AUDIO|>") -> str:
+def chat_prompt(
+    classes: Sequence[str],
+    transcript: str | None,
+    use_cot: bool,
+    audio_token: str = "<|AUDIO|>",
+    style: ChatStyle = QWEN2_AUDIO_STYLE,
+) -> str:
     """The full prompt up to the assistant's turn, in Qwen's ChatML layout.
 
-    This is exactly what Qwen2-Audio's chat template renders for one audio and one text part;
-    writing it out keeps the tiny offline tokenizer and the real one on the same string.
-    With ``use_cot=False`` the answer slot is part of the prompt (the model answers directly).
+    This is exactly what the backbone's chat template (``style``; Qwen2-Audio's by default)
+    renders for one audio and one text part; writing it out keeps the tiny offline tokenizer and
+    the real one on the same string. With ``use_cot=False`` the answer slot is part of the
+    prompt (the model answers directly).
     """
     prompt = (
-        f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n"
-        f"<|im_start|>user\nAudio 1: <|audio_bos|>{audio_token}<|audio_eos|>\n"
+        f"<|im_start|>system\n{style.system}<|im_end|>\n"
+        f"<|im_start|>user\n{style.audio_prefix}<|audio_bos|>{audio_token}<|audio_eos|>{style.audio_suffix}"
         f"{user_instruction(classes, transcript, use_cot)}<|im_end|>\n"
         "<|im_start|>assistant\n"
     )

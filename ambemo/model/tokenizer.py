@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -41,13 +41,25 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> Tokenizer:
     return tok
 
 
-def load_tiny_tokenizer(path: Path = TINY_TOKENIZER_FILE) -> PreTrainedTokenizerFast:
-    """The shipped tiny tokenizer wrapped for transformers (pad = <|endoftext|>, eos = <|im_end|>)."""
+def load_tiny_tokenizer(
+    path: Path = TINY_TOKENIZER_FILE, extra_special_tokens: Sequence[str] = ()
+) -> PreTrainedTokenizerFast:
+    """The shipped tiny tokenizer wrapped for transformers (pad = <|endoftext|>, eos = <|im_end|>).
+
+    ``extra_special_tokens`` are appended after the shipped vocabulary (ids ``len(shipped)``,
+    ``len(shipped) + 1``, ...), for a backbone family whose config names special tokens the
+    shipped file lacks (e.g. Qwen2.5-Omni's image/video placeholders). Appending at load time
+    leaves the shipped file, and every existing id, unchanged.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; rebuild it with `python -m ambemo.model.tokenizer`")
-    return PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_file=str(path), eos_token="<|im_end|>", pad_token="<|endoftext|>", padding_side="right"
     )
+    missing = [t for t in extra_special_tokens if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_tokens(missing, special_tokens=True)
+    return tokenizer
 
 
 def _training_texts(corpus_dir: Path) -> list[str]:

@@ -505,10 +505,11 @@ def _check(cfg: DictConfig) -> None:
         )
     if cfg.strategy.name == "grpo" and cfg.strategy.num_iterations < 1:
         raise ConfigError("'strategy.num_iterations' must be >= 1 (optimisation passes per batch of rollouts)")
-    if cfg.strategy.name == "grpo" and cfg.trainer.accumulate_grad_batches != 1:
+    if cfg.strategy.name == "grpo" and cfg.trainer.accumulate_grad_batches > 1 and cfg.strategy.num_iterations > 1:
         raise ConfigError(
-            "strategy=grpo steps its optimizer itself (strategy.num_iterations passes per rollout batch): "
-            "set trainer.accumulate_grad_batches=1 and raise data.batch_size or strategy.group_size instead"
+            f"strategy.num_iterations={cfg.strategy.num_iterations} optimisation passes need the whole rollout batch "
+            f"in each step, so they cannot accumulate gradients over trainer.accumulate_grad_batches="
+            f"{cfg.trainer.accumulate_grad_batches} batches: set one of them to 1"
         )
     if cfg.strategy.name == "dpo" and cfg.strategy.num_rollouts < 1:
         raise ConfigError("'strategy.num_rollouts' must be >= 1: DPO needs at least one rollout to reject")

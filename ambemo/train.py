@@ -180,7 +180,7 @@ def train(cfg: DictConfig) -> Path:
         log_every_n_steps=t.log_every_n_steps,
         # a module that steps its own optimizer (GRPO) clips its gradients itself
         gradient_clip_val=(t.gradient_clip_val or None) if module.automatic_optimization else None,
-        accumulate_grad_batches=t.accumulate_grad_batches,
+        accumulate_grad_batches=t.accumulate_grad_batches if module.automatic_optimization else 1,
         fast_dev_run=t.fast_dev_run,
         limit_val_batches=t.limit_val_batches,
         logger=make_loggers(cfg, run_dir),

@@ -123,14 +123,15 @@ class EmotionModule(L.LightningModule):
 
     # ---- optimisation -----------------------------------------------------------------------
 
-    #: optimizer steps per training batch (GRPO's ``num_iterations``): sizes the LR schedule
-    optimizer_steps_per_batch: int = 1
+    #: optimizer steps per training batch the Trainer counts (GRPO steps itself: its
+    #: ``num_iterations`` / its own accumulation): sizes the LR schedule
+    optimizer_steps_per_batch: float = 1.0
 
     def configure_optimizers(self) -> dict:
         s = self.cfg.strategy
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches) * self.optimizer_steps_per_batch)
+        total = max(1, math.ceil(self.trainer.estimated_stepping_batches * self.optimizer_steps_per_batch))
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, total, s.warmup_ratio, s.min_lr_ratio)
         )

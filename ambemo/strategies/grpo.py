@@ -23,8 +23,10 @@ rollouts, rewards, advantages and reference log-probs are computed once; each pa
 the policy's log-probs, takes an optimizer step, and pi_old stays the sampling policy (pass 0's
 log-probs, detached: the weights have not moved yet). With one pass the ratio is 1 in value and
 carries the gradient, as in trl with ``num_iterations=1``. The module steps its optimizer
-itself (manual optimisation), so gradient clipping is done here with ``trainer.gradient_clip_val``.
-Assumptions: the reference policy as in DPO; ``trainer.accumulate_grad_batches=1`` (checked).
+itself (manual optimisation), so gradient clipping (``trainer.gradient_clip_val``) and, with one
+pass, gradient accumulation over rollout batches (``trainer.accumulate_grad_batches``) happen here.
+Assumptions: the reference policy as in DPO; several passes and accumulation exclude each other
+(a pass needs the whole accumulated batch; checked at start-up).
 """
 
 from __future__ import annotations
@@ -62,13 +64,15 @@ class GRPOModule(OnPolicyModule):
     def __init__(self, cfg: DictConfig, backbone: Backbone) -> None:
         super().__init__(cfg, backbone)
         self.automatic_optimization = False  # several optimizer steps per batch of rollouts
-        self.optimizer_steps_per_batch = int(cfg.strategy.num_iterations)
+        self.accumulate = int(cfg.trainer.accumulate_grad_batches)  # the Trainer gets 1 (manual optimisation)
+        self.optimizer_steps_per_batch = cfg.strategy.num_iterations / self.accumulate
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         s = self.cfg.strategy
         rollouts = self.reasoning_rollouts(batch) if self.use_cot else self.answer_rollouts(batch)
-        optimizer, schedule = self.optimizers(), self.lr_schedulers()
-        clip = self.cfg.trainer.gradient_clip_val
+        optimizer = self.optimizers()
+        # one pass: gradients may accumulate over rollout batches; several passes: a step each
+        step_now = s.num_iterations > 1 or (batch_idx + 1) % self.accumulate == 0 or self.trainer.is_last_batch
         old_logp = None
         for _ in range(s.num_iterations):
             logp, mask = rollouts.score()
@@ -77,18 +81,24 @@ class GRPOModule(OnPolicyModule):
             loss, mean_kl = grpo_loss(
                 logp, old_logp, rollouts.advantages, mask, s.clip_epsilon, s.beta, rollouts.reference_logp
             )
-            optimizer.zero_grad()
-            self.manual_backward(loss)
-            if clip:
-                self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
-            optimizer.step()
-            schedule.step()
+            self.manual_backward(loss / (1 if s.num_iterations > 1 else self.accumulate))
+            if step_now:
+                self.optimizer_step_and_schedule(optimizer)
         ratio = torch.exp(logp.detach() - old_logp)[mask]
         clipped = ((ratio - 1).abs() > s.clip_epsilon).float().mean() if ratio.numel() else ratio.sum()
         size = batch["target"].shape[0]
         logs = {"train/loss": loss.detach(), "train/policy_kl": mean_kl, "train/clip_fraction": clipped}
         self.log_dict(logs | rollouts.logs, prog_bar=True, batch_size=size)
         return loss.detach()
+
+    def optimizer_step_and_schedule(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip (``trainer.gradient_clip_val``), step, zero the gradients, advance the LR schedule."""
+        clip = self.cfg.trainer.gradient_clip_val
+        if clip:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+        optimizer.zero_grad()
+        self.lr_schedulers().step()
 
     def reasoning_rollouts(self, batch: dict) -> RolloutBatch:
         """K sampled reasonings per utterance (+ the curated one for GRPO_z), rewarded by their read-out."""

@@ -162,6 +162,10 @@ class ModelConfig:
     """Attention kernel passed to transformers (``sdpa``, ``eager``, ``flash_attention_2``)."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward (non-reentrant, with input grads enabled so LoRA still trains)."""
+    rollout_engine: str = "fast"
+    """Reasoning generation (rollouts, validation, test): ``fast`` runs the audio and the prompt once
+    per group, decodes from a static KV cache (CUDA-graph-compiled on GPU) with LoRA merged; ``generate``
+    is plain ``model.generate`` on K copies of each prompt (the baseline; same sampling semantics)."""
     classes: list[str] = field(default_factory=list)
     """Classes the model reads out and its prompt lists; empty = ``data.classes``. For cross-corpus
     evaluation give the training corpus's classes (e.g. CREMA-D's six to test on IEMOCAP's four):

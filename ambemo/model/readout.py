@@ -109,22 +109,46 @@ def generate_reasoning(
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    group: int = 1,
+    engine: str = "fast",
 ) -> Reasoning:
-    """Generate a reasoning for each row of a left-padded prompt batch, cut at the answer slot."""
+    """Generate ``group`` reasonings for each row of a left-padded prompt batch, cut at the answer
+    slot; rows come out as in ``repeat_rows(batch, group)``. ``engine``: ``fast`` (prompt and audio
+    once per group, static cache, merged LoRA: ``ambemo.model.rollout``) or ``generate`` (plain
+    ``model.generate`` on ``group`` copies of each prompt)."""
     prompt_length = batch["input_ids"].shape[1]
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
-    sequences = backbone.model.generate(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        input_features=batch["input_features"],
-        feature_attention_mask=batch["feature_attention_mask"],
-        max_new_tokens=max_new_tokens,
-        stopping_criteria=StoppingCriteriaList([StopAfterSlot(backbone.answer_slot_ids, prompt_length)]),
-        pad_token_id=backbone.tokenizer.pad_token_id,
-        suppress_tokens=backbone.audio_token_ids,
-        **sampling,
-    )
     pad = backbone.tokenizer.pad_token_id
+    if engine == "fast":
+        from ambemo.model.rollout import engine_for
+
+        sequences = engine_for(backbone.model).sequences(
+            batch,
+            group,
+            max_new_tokens,
+            stop_ids=backbone.answer_slot_ids,
+            suppress_ids=backbone.audio_token_ids,
+            pad_id=pad,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_p=top_p,
+        )
+    elif engine == "generate":
+        batch = repeat_rows(batch, group) if group > 1 else batch
+        sampling = {"temperature": temperature, "top_p": top_p} if do_sample else {}
+        sequences = backbone.model.generate(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            input_features=batch["input_features"],
+            feature_attention_mask=batch["feature_attention_mask"],
+            max_new_tokens=max_new_tokens,
+            stopping_criteria=StoppingCriteriaList([StopAfterSlot(backbone.answer_slot_ids, prompt_length)]),
+            pad_token_id=pad,
+            suppress_tokens=backbone.audio_token_ids,
+            do_sample=do_sample,
+            **sampling,
+        )
+    else:
+        raise ValueError(f"unknown rollout engine {engine!r}: choose fast or generate (model.rollout_engine)")
     ids, texts, ok = [], [], []
     for generated in sequences[:, prompt_length:].tolist():
         reasoning, found = cut_at_slot([t for t in generated if t != pad], backbone.answer_slot_ids)
@@ -153,11 +177,12 @@ def read_distribution(
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    engine: str = "fast",
 ) -> Reading:
     """Generate the reasoning (if ``use_cot``) from a left-padded prompt batch, then read out p_hat."""
     if not use_cot:
         logits = forward_logits(backbone.model, batch)[:, -1]
         return Reading(torch.softmax(class_logits(logits, backbone.class_token_ids).float(), -1), None, None)
-    reasoning = generate_reasoning(backbone, batch, max_new_tokens, do_sample, temperature, top_p)
+    reasoning = generate_reasoning(backbone, batch, max_new_tokens, do_sample, temperature, top_p, engine=engine)
     distribution = readout_after(backbone, batch, reasoning.ids)
     return Reading(distribution, reasoning.texts, reasoning.format_ok)

@@ -53,7 +53,9 @@ class SFTModule(EmotionModule):
         """KL at the answer slot after the model's own greedy reasoning (see ``own_readout_weight``)."""
         _, _, prompts = self.prompt_and_curated(batch)
         self.model.eval()  # generate as in evaluation: no dropout, greedy
-        reasoning = generate_reasoning(self.backbone, prompts, self.cfg.strategy.max_new_tokens)
+        reasoning = generate_reasoning(
+            self.backbone, prompts, self.cfg.strategy.max_new_tokens, engine=self.cfg.model.rollout_engine
+        )
         self.model.train()
         p_hat = readout_after(self.backbone, prompts, reasoning.ids)
         return readout_kl(torch.log(p_hat.clamp_min(1e-12)), batch["target"])

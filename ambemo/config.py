@@ -458,6 +458,7 @@ _CHOICES = {
     "model.name": ("tiny", "qwen2_audio"),
     "model.finetune": ("lora", "full"),
     "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.rollout_engine": ("fast", "generate"),
     "strategy.name": ("sft", "dpo", "grpo"),
     "logger.name": ("wandb", "csv"),
     "logger.mode": ("auto", "offline", "online"),

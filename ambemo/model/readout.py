@@ -102,7 +102,7 @@ def repeat_rows(batch: dict, times: int) -> dict:
 
 
 @torch.no_grad()
-def generate_reasoning(
+def generate_sequences(
     backbone: Backbone,
     batch: dict,
     max_new_tokens: int,
@@ -111,17 +111,16 @@ def generate_reasoning(
     top_p: float = 1.0,
     group: int = 1,
     engine: str = "fast",
-) -> Reasoning:
-    """Generate ``group`` reasonings for each row of a left-padded prompt batch, cut at the answer
-    slot; rows come out as in ``repeat_rows(batch, group)``. ``engine``: ``fast`` (prompt and audio
-    once per group, static cache, merged LoRA: ``ambemo.model.rollout``) or ``generate`` (plain
-    ``model.generate`` on ``group`` copies of each prompt)."""
-    prompt_length = batch["input_ids"].shape[1]
+) -> torch.Tensor:
+    """Prompt + generated ids for ``group`` continuations of each row of a left-padded prompt batch,
+    rows as in ``repeat_rows(batch, group)``, stopping after the answer slot. ``engine``: ``fast``
+    (prompt and audio once per group, static cache, merged LoRA: ``ambemo.model.rollout``) or
+    ``generate`` (plain ``model.generate`` on ``group`` copies of each prompt)."""
     pad = backbone.tokenizer.pad_token_id
     if engine == "fast":
         from ambemo.model.rollout import engine_for
 
-        sequences = engine_for(backbone.model).sequences(
+        return engine_for(backbone.model).sequences(
             batch,
             group,
             max_new_tokens,
@@ -132,25 +131,40 @@ def generate_reasoning(
             temperature=temperature,
             top_p=top_p,
         )
-    elif engine == "generate":
-        batch = repeat_rows(batch, group) if group > 1 else batch
-        sampling = {"temperature": temperature, "top_p": top_p} if do_sample else {}
-        sequences = backbone.model.generate(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            input_features=batch["input_features"],
-            feature_attention_mask=batch["feature_attention_mask"],
-            max_new_tokens=max_new_tokens,
-            stopping_criteria=StoppingCriteriaList([StopAfterSlot(backbone.answer_slot_ids, prompt_length)]),
-            pad_token_id=pad,
-            suppress_tokens=backbone.audio_token_ids,
-            do_sample=do_sample,
-            **sampling,
-        )
-    else:
+    if engine != "generate":
         raise ValueError(f"unknown rollout engine {engine!r}: choose fast or generate (model.rollout_engine)")
+    batch = repeat_rows(batch, group) if group > 1 else batch
+    sampling = {"temperature": temperature, "top_p": top_p} if do_sample else {}
+    return backbone.model.generate(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        input_features=batch["input_features"],
+        feature_attention_mask=batch["feature_attention_mask"],
+        max_new_tokens=max_new_tokens,
+        stopping_criteria=StoppingCriteriaList([StopAfterSlot(backbone.answer_slot_ids, batch["input_ids"].shape[1])]),
+        pad_token_id=pad,
+        suppress_tokens=backbone.audio_token_ids,
+        do_sample=do_sample,
+        **sampling,
+    )
+
+
+def generate_reasoning(
+    backbone: Backbone,
+    batch: dict,
+    max_new_tokens: int,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    group: int = 1,
+    engine: str = "fast",
+) -> Reasoning:
+    """Generate ``group`` reasonings for each row of a left-padded prompt batch (``generate_sequences``),
+    each cut at the answer slot (forced where the model wrote none)."""
+    sequences = generate_sequences(backbone, batch, max_new_tokens, do_sample, temperature, top_p, group, engine)
+    pad = backbone.tokenizer.pad_token_id
     ids, texts, ok = [], [], []
-    for generated in sequences[:, prompt_length:].tolist():
+    for generated in sequences[:, batch["input_ids"].shape[1] :].tolist():
         reasoning, found = cut_at_slot([t for t in generated if t != pad], backbone.answer_slot_ids)
         text = backbone.tokenizer.decode(reasoning, skip_special_tokens=False)
         ids.append(reasoning)

@@ -48,7 +48,7 @@ from ambemo.config import compose, parse_overrides
 from ambemo.model.backbone import Backbone, _apply_finetuning, load_backbone
 from ambemo.model.inputs import Clip
 from ambemo.model.prompts import CoT, format_cot
-from ambemo.model.readout import generate_sequences
+from ambemo.model.readout import generate_sequences, unwrap
 from ambemo.strategies import EmotionModule, build_strategy
 
 PEAK_BF16_FLOPS = {  # dense bf16 tensor-core peaks (vendor data sheets), matched on the device name
@@ -180,8 +180,6 @@ def _train_step(module: EmotionModule, batch: dict, optimizer: torch.optim.Optim
 
 def sft_flops(model: torch.nn.Module, batch: dict) -> float:
     """Model FLOPs of one SFT training step on ``batch`` (formula in the module docstring)."""
-    from ambemo.model.rollout import unwrap
-
     base = unwrap(model)
     text, audio = base.config.text_config, base.config.audio_config
     lm = base.model.language_model

@@ -95,6 +95,10 @@ class DataConfig:
     audio settings); None = ``.ambemo-cache/`` in the corpus folder (``root``, or the manifest's)."""
     batch_size: int = 32
     """Training batch size (per device)."""
+    bucket_by_length: bool = False
+    """Training batches of similar length (shuffled groups of ~50 batches sorted by estimated tokens:
+    audio seconds x 25 + text characters / 4), so less of each batch is padding. Batch order and
+    membership stay random from epoch to epoch, but less so than plain shuffling."""
     eval_batch_size: int = 64
     """Validation/test batch size (per device); evaluation generates, so it is memory-bound differently."""
     num_workers: int = 0

@@ -43,6 +43,30 @@ def forward_logits(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     return out.logits
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside a peft wrapper (the model itself otherwise)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def forward_hidden(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """Last hidden states (B, T, H) for a batch with audio: ``forward_logits`` without the LM head,
+    so a loss can apply the head (``output_head``) only where it needs logits. LoRA layers live
+    inside the modules, so calling the headless model trains them as the full forward does."""
+    base = unwrap(model)
+    out = getattr(base, base.base_model_prefix)(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        input_features=batch["input_features"],
+        feature_attention_mask=batch["feature_attention_mask"],
+    )
+    return out.last_hidden_state
+
+
+def output_head(model: torch.nn.Module) -> torch.nn.Module:
+    """The LM head (hidden states -> vocabulary logits)."""
+    return unwrap(model).get_output_embeddings()
+
+
 class StopAfterSlot(StoppingCriteria):
     """Stops each row once its newly generated tokens end with the answer slot's token ids."""
 

@@ -32,17 +32,12 @@ from collections.abc import Iterator, Sequence
 import torch
 from transformers import LogitsProcessorList, StaticCache
 
-from ambemo.model.readout import StopAfterSlot
+from ambemo.model.readout import StopAfterSlot, unwrap
 
 ENGINES = ("fast", "generate")
 CUDA_CACHE_BUCKET = 256
 """On CUDA the static cache length is rounded up to a multiple of this, so batches with
 slightly different prompt lengths reuse one captured decode graph instead of recompiling."""
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers model inside a peft wrapper (the model itself otherwise)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _mergeable_lora_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

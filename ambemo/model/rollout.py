@@ -53,6 +53,37 @@ def _mergeable_lora_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return layers
 
 
+def sampling_rules(
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    do_sample: bool,
+    temperature: float,
+    top_p: float,
+    suppress_ids: Sequence[int],
+    pad_id: int,
+) -> tuple[LogitsProcessorList, torch.Tensor | None]:
+    """generate's own logits processors for these settings (suppression, temperature, and top-k /
+    top-p as the model's generation config and generate's defaults have them) and the EOS ids it
+    would stop at, built by generate's helpers so the semantics cannot drift apart."""
+    sampling = {"temperature": temperature, "top_p": top_p} if do_sample else {}
+    config, _ = model._prepare_generation_config(
+        None, do_sample=do_sample, suppress_tokens=list(suppress_ids), pad_token_id=pad_id, **sampling
+    )
+    model._prepare_special_tokens(config, True, device=prompt_ids.device)
+    processors = model._get_logits_processor(
+        config, prompt_ids.shape[1], prompt_ids, None, LogitsProcessorList(), device=prompt_ids.device, model_kwargs={}
+    )
+    return processors, config._eos_token_tensor
+
+
+def supports(model: torch.nn.Module) -> bool:
+    """Whether the fast engine knows this model's layout (Qwen2-Audio: audio merged into the
+    prompt's embeddings, then a plain causal language model with 1-D positions)."""
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    return isinstance(unwrap(model), Qwen2AudioForConditionalGeneration)
+
+
 class RolloutEngine:
     """Generates groups of continuations for one model; keeps what must outlive a call (the
     static caches, the merged LoRA buffers and the compiled decode step)."""
@@ -101,7 +132,7 @@ class RolloutEngine:
         out = base.model.language_model(
             input_ids=tokens, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
         )
-        return base.lm_head(out.last_hidden_state[:, -1]).float()
+        return base.get_output_embeddings()(out.last_hidden_state[:, -1]).float()
 
     def _decode_step(self, device: torch.device):
         compile_decode = device.type == "cuda" if self.compile_decode is None else self.compile_decode
@@ -137,13 +168,25 @@ class RolloutEngine:
             position_ids=positions,
             use_cache=True,
         )
-        logits = base.lm_head(out.last_hidden_state[:, -1]).float().repeat_interleave(group, 0)
+        logits = base.get_output_embeddings()(out.last_hidden_state[:, -1]).float().repeat_interleave(group, 0)
         prompt_cache = out.past_key_values
         first = prompt_cache.layers[0].keys
         cache = self._static_cache(mask.shape[0] * group, length, first)
         for index, layer in enumerate(prompt_cache.layers):
             cache.update(layer.keys.repeat_interleave(group, 0), layer.values.repeat_interleave(group, 0), index)
         return logits, cache
+
+    @contextlib.contextmanager
+    def rollout_state(self) -> Iterator[None]:
+        """Eval mode (no dropout, no gradient checkpointing), merged adapters, inference mode; the
+        training mode is restored afterwards."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self.merged_adapters(), torch.inference_mode():
+                yield
+        finally:
+            self.model.train(was_training)
 
     def sequences(
         self,
@@ -159,77 +202,46 @@ class RolloutEngine:
     ) -> torch.Tensor:
         """Prompt + generated ids, (rows * group, prompt length + generated): what ``generate`` returns
         for ``repeat_rows(batch, group)``. Rows that stopped early are padded with ``pad_id``."""
-        model = self.model
-        base = unwrap(model)
-        was_training = model.training
-        model.eval()
-        try:
-            with self.merged_adapters(), torch.inference_mode():
-                return self._sample(
-                    base, batch, group, max_new_tokens, stop_ids, suppress_ids, pad_id, do_sample, temperature, top_p
-                )
-        finally:
-            model.train(was_training)
+        with self.rollout_state():
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            device, prompt_length = ids.device, ids.shape[1]
+            processors, eos = sampling_rules(
+                unwrap(self.model), ids, do_sample, temperature, top_p, suppress_ids, pad_id
+            )
+            stop = StopAfterSlot(stop_ids, prompt_length)
 
-    def _sample(
-        self,
-        base: torch.nn.Module,
-        batch: dict,
-        group: int,
-        max_new_tokens: int,
-        stop_ids: Sequence[int],
-        suppress_ids: Sequence[int],
-        pad_id: int,
-        do_sample: bool,
-        temperature: float,
-        top_p: float,
-    ) -> torch.Tensor:
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        device, prompt_length = ids.device, ids.shape[1]
-        sampling = {"temperature": temperature, "top_p": top_p} if do_sample else {}
-        config, _ = base._prepare_generation_config(
-            None, do_sample=do_sample, suppress_tokens=list(suppress_ids), pad_token_id=pad_id, **sampling
-        )
-        base._prepare_special_tokens(config, True, device=device)
-        # generate's own processor list: the same suppression, temperature, top-k and top-p
-        processors = base._get_logits_processor(
-            config, prompt_length, ids, None, LogitsProcessorList(), device=device, model_kwargs={}
-        )
-        eos = config._eos_token_tensor
-        stop = StopAfterSlot(stop_ids, prompt_length)
-
-        total = prompt_length + max_new_tokens
-        bucket = CUDA_CACHE_BUCKET if device.type == "cuda" else 1
-        length = -(-total // bucket) * bucket
-        logits, cache = self._prefill(batch, group, length)
-        rows = ids.shape[0] * group
-        sequences = torch.full((rows, total), pad_id, dtype=ids.dtype, device=device)
-        sequences[:, :prompt_length] = ids.repeat_interleave(group, 0)
-        full_mask = torch.ones(rows, length, dtype=mask.dtype, device=device)
-        full_mask[:, :prompt_length] = mask.repeat_interleave(group, 0)
-        next_position = mask.long().sum(-1).repeat_interleave(group, 0)[:, None]
-        unfinished = torch.ones(rows, dtype=torch.bool, device=device)
-        step = self._decode_step(device)
-        end = prompt_length
-        for t in range(max_new_tokens):
-            scores = processors(sequences[:, :end], logits)
-            if do_sample:
-                tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
-            else:
-                tokens = scores.argmax(-1)
-            tokens = torch.where(unfinished, tokens, pad_id)
-            sequences[:, end] = tokens
-            end += 1
-            done = stop(sequences[:, :end], scores)
-            if eos is not None:
-                done |= torch.isin(tokens, eos)
-            unfinished &= ~done
-            if t == max_new_tokens - 1 or not bool(unfinished.any()):
-                break
-            logits = step(tokens[:, None], next_position + t, full_mask, cache)
-            if step is not self._decode:
-                logits = logits.clone()  # a captured graph reuses its output buffer on the next replay
-        return sequences[:, :end]
+            total = prompt_length + max_new_tokens
+            bucket = CUDA_CACHE_BUCKET if device.type == "cuda" else 1
+            length = -(-total // bucket) * bucket
+            logits, cache = self._prefill(batch, group, length)
+            rows = ids.shape[0] * group
+            sequences = torch.full((rows, total), pad_id, dtype=ids.dtype, device=device)
+            sequences[:, :prompt_length] = ids.repeat_interleave(group, 0)
+            full_mask = torch.ones(rows, length, dtype=mask.dtype, device=device)
+            full_mask[:, :prompt_length] = mask.repeat_interleave(group, 0)
+            next_position = mask.long().sum(-1).repeat_interleave(group, 0)[:, None]
+            unfinished = torch.ones(rows, dtype=torch.bool, device=device)
+            step = self._decode_step(device)
+            end = prompt_length
+            for t in range(max_new_tokens):
+                scores = processors(sequences[:, :end], logits)
+                if do_sample:
+                    tokens = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+                else:
+                    tokens = scores.argmax(-1)
+                tokens = torch.where(unfinished, tokens, pad_id)
+                sequences[:, end] = tokens
+                end += 1
+                done = stop(sequences[:, :end], scores)
+                if eos is not None:
+                    done |= torch.isin(tokens, eos)
+                unfinished &= ~done
+                if t == max_new_tokens - 1 or not bool(unfinished.any()):
+                    break
+                logits = step(tokens[:, None], next_position + t, full_mask, cache)
+                if step is not self._decode:
+                    logits = logits.clone()  # a captured graph reuses its output buffer on the next replay
+            return sequences[:, :end]
 
 
 _ENGINES: weakref.WeakKeyDictionary[torch.nn.Module, RolloutEngine] = weakref.WeakKeyDictionary()

@@ -8,11 +8,13 @@ times both). What makes the fast path fast (DESIGN.md section 5):
   copied K times into a *static* cache (fixed shapes, so the decode step can be captured);
 - on CUDA the single-token decode step is ``torch.compile(mode="reduce-overhead")`` (CUDA
   graphs: one launch per step instead of hundreds of small kernels); on CPU it runs eagerly;
-- LoRA adapters are merged for the rollout: each adapted projection reads a persistent buffer
-  holding W + delta_W instead of running the two extra low-rank matmuls. The base weights are
-  swapped back afterwards, untouched, so they stay bit-identical (peft's merge/unmerge would add
-  and subtract delta_W in place, which is not exact in floating point). The buffers cost one
-  extra copy of the adapted weights and are kept so the captured graphs see stable addresses;
+- LoRA adapters are merged for the rollout: each adapted projection reads a buffer holding
+  W + delta_W instead of running the two extra low-rank matmuls. The base weights are swapped
+  back afterwards, untouched, so they stay bit-identical (peft's merge/unmerge would add and
+  subtract delta_W in place, which is not exact in floating point). The buffers cost one extra
+  copy of the adapted weights (about 13 GB in bf16 for 7B with LoRA on every projection); when
+  decoding is compiled they are kept between rollouts so the captured graphs see the same
+  addresses, otherwise they are freed after each rollout;
 - rollouts run in eval mode under ``torch.inference_mode`` whatever the training loop left
   behind (gradient checkpointing is only active in training mode), and the mode is restored.
 
@@ -111,7 +113,9 @@ class RolloutEngine:
                     weight = layer.get_base_layer().weight
                     buffer = self._merged.get(id(layer))
                     if buffer is None or buffer.shape != weight.shape or buffer.device != weight.device:
-                        buffer = self._merged[id(layer)] = torch.empty_like(weight.data)
+                        buffer = torch.empty_like(weight.data)
+                        if self._compiles(weight.device):  # captured graphs need the same addresses next time
+                            self._merged[id(layer)] = buffer
                     buffer.copy_(weight.data)
                     for adapter in layer.active_adapters:
                         if adapter in layer.lora_A:
@@ -134,9 +138,12 @@ class RolloutEngine:
         )
         return base.get_output_embeddings()(out.last_hidden_state[:, -1]).float()
 
+    def _compiles(self, device: torch.device) -> bool:
+        """Whether decoding on ``device`` is compiled (CUDA by default; eager elsewhere)."""
+        return device.type == "cuda" if self.compile_decode is None else self.compile_decode
+
     def _decode_step(self, device: torch.device):
-        compile_decode = device.type == "cuda" if self.compile_decode is None else self.compile_decode
-        if not compile_decode:
+        if not self._compiles(device):
             return self._decode
         if self._compiled is None:
             self._compiled = torch.compile(self._decode, mode="reduce-overhead", fullgraph=False)

@@ -29,7 +29,7 @@ def _lora_backbone(*overrides: str) -> Backbone:
     return backbone
 
 
-def _both(backbone: Backbone, batch: dict, group: int, new: int = 24):
+def _both(backbone: Backbone, batch: dict, group: int, new: int = 16):
     plain = generate_reasoning(backbone, batch, new, group=group, engine="generate")
     fast = generate_reasoning(backbone, batch, new, group=group, engine="fast")
     return plain, fast
@@ -54,7 +54,7 @@ def test_fast_greedy_equals_generate_with_lora_and_left_padding() -> None:
     assert len(fast.ids) == 6 and fast.ids[0] == fast.ids[1]  # greedy: a group is K equal copies
 
     with backbone.model.disable_adapter():  # the adapters matter, so the comparison above means something
-        base = generate_reasoning(backbone, batch, 24, engine="generate")
+        base = generate_reasoning(backbone, batch, 16, engine="generate")
     assert base.ids != plain.ids[::2]
 
     stopping = _stop_on_generated_token(backbone, plain.ids)
@@ -72,7 +72,7 @@ def test_fast_equals_generate_after_training_steps_and_leaves_weights_bit_identi
     train_batch = encoder.training_batch(_clips(2))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
-    for _ in range(3):  # checkpointed training steps, as between rollouts
+    for _ in range(2):  # checkpointed training steps, as between rollouts
         loss = token_cross_entropy(forward_logits(model, train_batch), train_batch["labels"])
         loss.backward()
         optimizer.step()
@@ -80,11 +80,11 @@ def test_fast_equals_generate_after_training_steps_and_leaves_weights_bit_identi
     assert model.training
 
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    prompts = encoder.prompt_batch(_clips(3))
+    prompts = encoder.prompt_batch(_clips(2))
     model.eval()  # plain generate in training mode would apply dropout and drop the KV cache
-    plain = generate_reasoning(backbone, prompts, 24, group=2, engine="generate")
+    plain = generate_reasoning(backbone, prompts, 16, group=2, engine="generate")
     model.train()  # the fast engine switches to eval itself, as it must after a training step ...
-    fast = generate_reasoning(backbone, prompts, 24, group=2, engine="fast")
+    fast = generate_reasoning(backbone, prompts, 16, group=2, engine="fast")
     assert fast.ids == plain.ids
     assert model.training  # ... and restores the training mode
     for name, param in model.named_parameters():

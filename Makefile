@@ -7,7 +7,7 @@ NAME ?= sft_cot
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup exp test lint format report data clean
+.PHONY: help setup exp test lint format report data clean bench
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ format: setup ## Apply ruff fixes and formatting
 
 report: setup ## Results table (JS, BC, R2, Brier with 95 % CIs) of the newest run of every experiment
 	$(BIN)/ambemo report --out runs/report.md --csv runs/report.csv
+
+bench: setup ## Step and rollout speed (tiny on CPU; ARGS="--size 7b" on a GPU; see ambemo bench --help)
+	$(BIN)/ambemo bench $(ARGS)
 
 data: setup ## Generate the built-in synthetic corpus into data/builtin (done on first use anyway)
 	$(BIN)/ambemo data data/builtin

@@ -9,6 +9,7 @@
     ambemo data summary data=NAME [key=value ...] [--out FILE.json]  # splits, priors, durations, skips
     ambemo report [RUN_DIR ...]                        # results table with bootstrap 95 % intervals
     ambemo list                                        # experiments and building blocks
+    ambemo bench [--size tiny|7b] [--group K] [--new-tokens N] [--json F]  # step and rollout speed (--help)
 
 ``--key=value`` is accepted everywhere ``key=value`` is, because that is what a W&B sweep agent
 passes to the training command.
@@ -87,7 +88,21 @@ def _report(argv: list[str]) -> int:
     return report_main(argv)
 
 
-COMMANDS = {"train": _train, "score": _score, "data": _data, "list": _list, "curate": _curate, "report": _report}
+def _bench(argv: list[str]) -> int:
+    from ambemo.bench import main as bench_main
+
+    return bench_main(argv)
+
+
+COMMANDS = {
+    "train": _train,
+    "score": _score,
+    "data": _data,
+    "list": _list,
+    "curate": _curate,
+    "report": _report,
+    "bench": _bench,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,6 +97,10 @@ class DataConfig:
     audio settings); None = ``.ambemo-cache/`` in the corpus folder (``root``, or the manifest's)."""
     batch_size: int = 32
     """Training batch size (per device)."""
+    bucket_by_length: bool = False
+    """Training batches of similar length (shuffled groups of ~50 batches sorted by estimated tokens:
+    audio seconds x 25 + text characters / 4), so less of each batch is padding. Batch order and
+    membership stay random from epoch to epoch, but less so than plain shuffling."""
     eval_batch_size: int = 64
     """Validation/test batch size (per device); evaluation generates, so it is memory-bound differently."""
     num_workers: int = 0
@@ -166,6 +170,10 @@ class ModelConfig:
     """Attention kernel passed to transformers (``sdpa``, ``eager``, ``flash_attention_2``)."""
     gradient_checkpointing: bool = False
     """Recompute activations in backward (non-reentrant, with input grads enabled so LoRA still trains)."""
+    rollout_engine: str = "fast"
+    """Reasoning generation (rollouts, validation, test): ``fast`` runs the audio and the prompt once
+    per group, decodes from a static KV cache (CUDA-graph-compiled on GPU) with LoRA merged; ``generate``
+    is plain ``model.generate`` on K copies of each prompt (the baseline; same sampling semantics)."""
     classes: list[str] = field(default_factory=list)
     """Classes the model reads out and its prompt lists; empty = ``data.classes``. For cross-corpus
     evaluation give the training corpus's classes (e.g. CREMA-D's six to test on IEMOCAP's four):
@@ -472,6 +480,7 @@ _CHOICES = {
     "model.name": ("tiny", "qwen2_audio", "tiny_omni", "qwen2_5_omni"),
     "model.finetune": ("lora", "full"),
     "model.dtype": ("float32", "bfloat16", "float16", "auto"),
+    "model.rollout_engine": ("fast", "generate"),
     "strategy.name": ("sft", "dpo", "grpo"),
     "logger.name": ("wandb", "csv"),
     "logger.mode": ("auto", "offline", "online"),

@@ -10,7 +10,7 @@ training step only from the cache, already validated, so a bad file never breaks
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ambemo.data.cache import AudioCache
 from ambemo.data.corpus import Corpus, load_corpus
@@ -35,6 +35,47 @@ def with_curated_cot(rows: list[Utterance], store: str | Path) -> list[Utterance
 
     curated = load_accepted(store)
     return [replace(r, cot=curated[r.id]) if r.split == "train" and r.id in curated else r for r in rows]
+
+
+AUDIO_TOKENS_PER_SECOND = 25  # Qwen2-Audio: 750 audio tokens per 30 s window
+CHARS_PER_TOKEN = 4
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """A random order in which each run of ``batch_size`` indices has similar lengths.
+
+    Each pass: shuffle, cut into groups of ``group_batches`` batches, sort each group by length
+    (longest first), cut it into batches, shuffle the batches. As in HF's LengthGroupedSampler.
+    The generator persists, so every epoch draws a new order; every DDP rank draws the same one
+    (Lightning then gives each rank its share).
+    """
+
+    def __init__(self, lengths: Sequence[float], batch_size: int, seed: int, group_batches: int = 50) -> None:
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.group = batch_size * group_batches
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        batches: list[list[int]] = []
+        for start in range(0, len(order), self.group):
+            group = sorted(order[start : start + self.group], key=lambda i: -self.lengths[i])
+            batches.extend(group[i : i + self.batch_size] for i in range(0, len(group), self.batch_size))
+        for b in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield from batches[b]
+
+
+def estimated_tokens(rows: Sequence[Utterance], seconds: Sequence[float], max_seconds: float | None) -> list[float]:
+    """A row's length in model tokens, roughly: its audio tokens plus its transcript and reasoning."""
+    cap = max_seconds or float("inf")
+    return [
+        min(s, cap) * AUDIO_TOKENS_PER_SECOND + (len(r.transcript or "") + len(r.cot or "")) / CHARS_PER_TOKEN
+        for r, s in zip(rows, seconds, strict=True)
+    ]
 
 
 class ClipDataset(Dataset):
@@ -103,12 +144,19 @@ class EmotionDataModule(L.LightningDataModule):
         self.setup()
         if not self.splits.get(split):
             raise ValueError(f"{self.corpus.source}: the {split} split is empty")  # type: ignore[union-attr]
-        dataset = ClipDataset(self.splits[split], self.corpus.audio)  # type: ignore[union-attr]
+        rows = self.splits[split]
+        dataset = ClipDataset(rows, self.corpus.audio)  # type: ignore[union-attr]
         generator = torch.Generator().manual_seed(self.seed)
+        sampler = None
+        if shuffle and self.cfg.bucket_by_length:
+            seconds = self.corpus.audio.seconds([r.id for r in rows])  # type: ignore[union-attr]
+            lengths = estimated_tokens(rows, seconds.tolist(), self.cfg.max_seconds)
+            sampler, shuffle = LengthGroupedSampler(lengths, batch_size, self.seed), False
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             collate_fn=collate,
             num_workers=self.cfg.num_workers,
             generator=generator if shuffle else None,

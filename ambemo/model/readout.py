@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -32,15 +33,32 @@ def class_logits(slot_logits: torch.Tensor, class_token_ids: Sequence[int]) -> t
     return slot_logits[:, list(class_token_ids)]
 
 
+def model_inputs(batch: dict) -> dict:
+    """What the model's forward takes from a batch: token ids, their mask and the audio."""
+    return {k: batch[k] for k in ("input_ids", "attention_mask", *AUDIO_KEYS)}
+
+
 def forward_logits(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     """Full-sequence logits (B, T, V) for a batch with audio."""
-    out = model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        input_features=batch["input_features"],
-        feature_attention_mask=batch["feature_attention_mask"],
-    )
-    return out.logits
+    return model(**model_inputs(batch)).logits
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside a peft wrapper (the model itself otherwise)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def forward_hidden(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """Last hidden states (B, T, H) for a batch with audio: ``forward_logits`` without the LM head,
+    so a loss can apply the head (``output_head``) only where it needs logits. LoRA layers live
+    inside the modules, so calling the headless model trains them as the full forward does."""
+    base = unwrap(model)
+    return getattr(base, base.base_model_prefix)(**model_inputs(batch)).last_hidden_state
+
+
+def output_head(model: torch.nn.Module) -> torch.nn.Module:
+    """The LM head (hidden states -> vocabulary logits)."""
+    return unwrap(model).get_output_embeddings()
 
 
 class StopAfterSlot(StoppingCriteria):
@@ -102,31 +120,59 @@ def repeat_rows(batch: dict, times: int) -> dict:
 
 
 @torch.no_grad()
-def generate_reasoning(
+def generate_sequences(
     backbone: Backbone,
     batch: dict,
     max_new_tokens: int,
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
-) -> Reasoning:
-    """Generate a reasoning for each row of a left-padded prompt batch, cut at the answer slot."""
-    prompt_length = batch["input_ids"].shape[1]
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if do_sample else {"do_sample": False}
-    sequences = backbone.model.generate(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        input_features=batch["input_features"],
-        feature_attention_mask=batch["feature_attention_mask"],
+    group: int = 1,
+    engine: str = "fast",
+) -> torch.Tensor:
+    """Prompt + generated ids for ``group`` continuations of each row of a left-padded prompt batch,
+    rows as in ``repeat_rows(batch, group)``, stopping after the answer slot. ``engine``: ``fast``
+    (prompt and audio once per group, static cache, merged LoRA: ``ambemo.model.rollout``) or
+    ``generate`` (plain ``model.generate`` on ``group`` copies of each prompt)."""
+    pad = backbone.tokenizer.pad_token_id
+    if engine not in ("fast", "generate"):
+        raise ValueError(f"unknown rollout engine {engine!r}: choose fast or generate (model.rollout_engine)")
+    from ambemo.model.rollout import engine_for, supports
+
+    if engine == "fast" and supports(backbone.model):
+        return engine_for(backbone.model).sequences(
+            batch,
+            group,
+            max_new_tokens,
+            stop_ids=backbone.answer_slot_ids,
+            suppress_ids=backbone.audio_token_ids,
+            pad_id=pad,
+            do_sample=do_sample,
+            temperature=temperature,
+            top_p=top_p,
+        )
+    # engine == "generate", or a backbone the fast engine does not know yet: plain generate
+    batch = repeat_rows(batch, group) if group > 1 else batch
+    sampling = {"temperature": temperature, "top_p": top_p} if do_sample else {}
+    return backbone.model.generate(
+        **model_inputs(batch),
         max_new_tokens=max_new_tokens,
-        stopping_criteria=StoppingCriteriaList([StopAfterSlot(backbone.answer_slot_ids, prompt_length)]),
-        pad_token_id=backbone.tokenizer.pad_token_id,
+        stopping_criteria=StoppingCriteriaList([StopAfterSlot(backbone.answer_slot_ids, batch["input_ids"].shape[1])]),
+        pad_token_id=pad,
         suppress_tokens=backbone.audio_token_ids,
+        do_sample=do_sample,
         **sampling,
     )
+
+
+def generate_reasoning(backbone: Backbone, batch: dict, max_new_tokens: int, **options: Any) -> Reasoning:
+    """Generate reasonings for the rows of a left-padded prompt batch, each cut at the answer slot
+    (forced where the model wrote none). ``options``: those of ``generate_sequences`` (``do_sample``,
+    ``temperature``, ``top_p``, ``group``, ``engine``)."""
+    sequences = generate_sequences(backbone, batch, max_new_tokens, **options)
     pad = backbone.tokenizer.pad_token_id
     ids, texts, ok = [], [], []
-    for generated in sequences[:, prompt_length:].tolist():
+    for generated in sequences[:, batch["input_ids"].shape[1] :].tolist():
         reasoning, found = cut_at_slot([t for t in generated if t != pad], backbone.answer_slot_ids)
         text = backbone.tokenizer.decode(reasoning, skip_special_tokens=False)
         ids.append(reasoning)
@@ -153,11 +199,14 @@ def read_distribution(
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    engine: str = "fast",
 ) -> Reading:
     """Generate the reasoning (if ``use_cot``) from a left-padded prompt batch, then read out p_hat."""
     if not use_cot:
         logits = forward_logits(backbone.model, batch)[:, -1]
         return Reading(torch.softmax(class_logits(logits, backbone.class_token_ids).float(), -1), None, None)
-    reasoning = generate_reasoning(backbone, batch, max_new_tokens, do_sample, temperature, top_p)
+    reasoning = generate_reasoning(
+        backbone, batch, max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, engine=engine
+    )
     distribution = readout_after(backbone, batch, reasoning.ids)
     return Reading(distribution, reasoning.texts, reasoning.format_ok)

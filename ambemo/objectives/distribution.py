@@ -27,6 +27,15 @@ def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return F.cross_entropy(shifted, labels[:, 1:].reshape(-1), ignore_index=-100)
 
 
+def target_token_cross_entropy(hidden: torch.Tensor, head_weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``token_cross_entropy(hidden @ head_weight.T, labels)`` with the vocabulary logits computed
+    only at the positions that predict a label: the prompt, the audio tokens and the padding (most
+    of a sequence) never get a (V,)-wide logit row. ``hidden`` (B, T, H), ``head_weight`` (V, H)."""
+    predicts = labels[:, 1:] != -100
+    logits = hidden[:, :-1][predicts] @ head_weight.T
+    return F.cross_entropy(logits.float(), labels[:, 1:][predicts])
+
+
 def majority_cross_entropy(slot_logits: torch.Tensor, target: torch.Tensor, class_token_ids: list[int]) -> torch.Tensor:
     """Hard-label CE at the answer slot: the majority class's token over the whole vocabulary.
 

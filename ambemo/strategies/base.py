@@ -66,7 +66,9 @@ class EmotionModule(L.LightningModule):
     # ---- evaluation -------------------------------------------------------------------------
 
     def read(self, batch: dict) -> Reading:
-        return read_distribution(self.backbone, batch, self.use_cot, self.cfg.strategy.max_new_tokens)
+        return read_distribution(
+            self.backbone, batch, self.use_cot, self.cfg.strategy.max_new_tokens, engine=self.cfg.model.rollout_engine
+        )
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         reading = self.read(batch)
@@ -184,7 +186,7 @@ class OnPolicyModule(EmotionModule):
         """``num`` sampled reasonings per prompt and their read-outs: ``(repeated batch, reasoning, p_hat)``.
 
         Sampling runs in eval mode (no dropout) and with the KV cache, whatever the training
-        loop's mode; the rollout settings are ``strategy.rollout_*``.
+        loop's mode; the rollout settings are ``strategy.rollout_*``, the engine ``model.rollout_engine``.
         """
         s = self.cfg.strategy
         was_training = self.model.training
@@ -192,11 +194,13 @@ class OnPolicyModule(EmotionModule):
         repeated = repeat_rows(gen_batch, num)
         reasoning = generate_reasoning(
             self.backbone,
-            repeated,
+            gen_batch,
             s.rollout_max_new_tokens,
             do_sample=True,
             temperature=s.rollout_temperature,
             top_p=s.rollout_top_p,
+            group=num,
+            engine=self.cfg.model.rollout_engine,
         )
         distribution = readout_after(self.backbone, repeated, reasoning.ids)
         self.model.train(was_training)

@@ -16,8 +16,15 @@ import functools
 
 import torch
 
-from ambemo.model.readout import class_logits, forward_logits, gather_rows, generate_reasoning, readout_after
-from ambemo.objectives.distribution import majority_cross_entropy, readout_kl, token_cross_entropy
+from ambemo.model.readout import (
+    class_logits,
+    forward_hidden,
+    gather_rows,
+    generate_reasoning,
+    output_head,
+    readout_after,
+)
+from ambemo.objectives.distribution import majority_cross_entropy, readout_kl, target_token_cross_entropy
 from ambemo.strategies.base import EmotionModule
 
 
@@ -53,7 +60,9 @@ class SFTModule(EmotionModule):
         """KL at the answer slot after the model's own greedy reasoning (see ``own_readout_weight``)."""
         _, _, prompts = self.prompt_and_curated(batch)
         self.model.eval()  # generate as in evaluation: no dropout, greedy
-        reasoning = generate_reasoning(self.backbone, prompts, self.cfg.strategy.max_new_tokens)
+        reasoning = generate_reasoning(
+            self.backbone, prompts, self.cfg.strategy.max_new_tokens, engine=self.cfg.model.rollout_engine
+        )
         self.model.train()
         p_hat = readout_after(self.backbone, prompts, reasoning.ids)
         return readout_kl(torch.log(p_hat.clamp_min(1e-12)), batch["target"])
@@ -64,13 +73,16 @@ class SFTModule(EmotionModule):
             slot = len(self.backbone.answer_slot_ids)
             corrupted = corrupt_reasoning(batch, s.cot_token_dropout, slot, self.ordinary_token_ids)
             batch = {**batch, "input_ids": corrupted}
-        logits = forward_logits(self.model, batch)
-        slot = gather_rows(logits, batch["slot_index"])
+        # The LM head runs only where a logit is used (the slot and the reasoning tokens): the
+        # same loss as on full (B, T, V) logits without computing most of them.
+        hidden = forward_hidden(self.model, batch)
+        head = output_head(self.model)
+        slot = head(gather_rows(hidden, batch["slot_index"]))
         kl = readout_kl(class_logits(slot, self.backbone.class_token_ids), batch["target"])
         loss = s.kl_weight * kl
         logs = {"train/kl": kl}
         if self.use_cot and s.ce_weight:
-            ce = token_cross_entropy(logits, batch["labels"])
+            ce = target_token_cross_entropy(hidden, head.weight, batch["labels"])
             loss = loss + s.ce_weight * ce
             logs["train/ce"] = ce
         if self.use_cot and s.own_readout_weight:

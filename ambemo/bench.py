@@ -1,0 +1,342 @@
+"""``ambemo bench``: training-step and rollout speed, measured through the real strategy code.
+
+    ambemo bench                                   # CPU, tiny model (seconds)
+    ambemo bench --size 7b                         # GPU: Qwen2-Audio-7B-size model, random weights
+    ambemo bench --group 8 --new-tokens 128 --json bench.json [key=value ...]
+
+Prints one table: seconds per step, tokens/s, MFU and peak memory for one SFT, one on-policy DPO
+and one GRPO step (each through its strategy module's ``training_step``, then backward and an
+AdamW step), and rollout tokens/s for one group of K continuations of N new tokens, with the fast
+engine (``ambemo.model.rollout``) beside plain ``generate`` timed in the same run. The rollouts
+are timed *after* the training steps, in the state a GRPO loop leaves the model in.
+
+``--size 7b`` builds Qwen2AudioForConditionalGeneration from Qwen2-Audio-7B's dimensions with
+random weights directly on the device (no download; the tiny model's offline tokenizer supplies
+the ids), then applies the ``model=qwen2_audio_7b`` settings (dtype, attention, LoRA,
+checkpointing). ``key=value`` arguments override the config as in ``ambemo train``.
+
+MFU (SFT only) = model FLOPs per second / the GPU's peak dense bf16 FLOPs ('n/a' on CPU or an
+unknown GPU). Model FLOPs of one step, with T text tokens per row, N_lm the language model's
+parameters without the embedding table (lm_head included, counted on every token, the usual
+convention), N_train the trainable ones among them, L layers of width d, and F audio-encoder
+positions per clip with N_audio its parameters:
+
+    LM:    (2 N_lm [forward] + 2 N_lm [activation grads] + 2 N_train [weight grads]) * T
+           + 3 * 2 L d T^2 [causal attention, forward + backward]
+    audio: 2 N_audio F + 4 L_a d_a F^2 [forward], times 3 when the encoder is trained
+
+so full fine-tuning gives the familiar 6 N T, and LoRA about 4 N T. Recomputation from gradient
+checkpointing is not model FLOPs (it lowers MFU, as it should).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from ambemo.config import compose, parse_overrides
+from ambemo.model.backbone import Backbone, load_backbone, qwen2_audio_7b_config, random_model
+from ambemo.model.inputs import Clip
+from ambemo.model.prompts import CoT, format_cot
+from ambemo.model.readout import generate_sequences, unwrap
+from ambemo.strategies import EmotionModule, build_strategy
+
+PEAK_BF16_FLOPS = {  # dense bf16 tensor-core peaks (vendor data sheets), matched on the device name
+    "H200": 989e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 125e12,
+}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """Peak dense bf16 FLOP/s of the device, or None (CPU, unknown GPU)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
+def build_backbone(cfg: DictConfig, size: str, device: torch.device) -> Backbone:
+    """The tiny backbone, or a 7B-size one with random weights built on ``device``."""
+    if size == "tiny":
+        backbone = load_backbone(cfg.model, cfg.data.classes)
+        backbone.model.to(device)
+        return backbone
+    # Tokenizer, processor and read-out ids from the tiny loader with the real model's audio
+    # window (30 s, 128 mel bins); the model itself is replaced by the 7B-size one.
+    small = cfg.model.copy()
+    small.name, small.finetune, small.gradient_checkpointing = "tiny", "full", False
+    small.tiny.num_mel_bins = 128
+    light = load_backbone(small, cfg.data.classes)
+    tokenizer = light.tokenizer
+    config = qwen2_audio_7b_config()  # the release's geometry, with the tiny tokenizer's ids
+    config.text_config.pad_token_id = tokenizer.pad_token_id
+    config.audio_token_index = tokenizer.convert_tokens_to_ids("<|AUDIO|>")
+    with torch.device(device):
+        model = random_model(cfg.model, config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return replace(light, model=model)
+
+
+def bench_clips(n: int, seconds: float, cot_words: int, classes: int, seed: int = 0) -> list[Clip]:
+    """``n`` clips of noise audio with a transcript and a curated reasoning of about ``cot_words`` words."""
+    rng = np.random.default_rng(seed)
+    filler = " ".join(["the voice sounds tense and fast"] * max(1, cot_words // 24))
+    cot = format_cot(CoT("tense, fast", filler, filler, filler + " Mostly anger."))
+    return [
+        Clip(
+            id=f"bench{i}",
+            audio=(0.1 * rng.standard_normal(int(16_000 * seconds))).astype(np.float32),
+            transcript="I told you I would be there at eleven o'clock",
+            target=torch.softmax(torch.as_tensor(rng.standard_normal(classes), dtype=torch.float32), -1),
+            cot=cot,
+        )
+        for i in range(n)
+    ]
+
+
+def _to(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_gb(device: torch.device) -> float:
+    """Peak memory since the last reset (CUDA), or the process's peak resident set (CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux reports kB
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> tuple[float, object]:
+    """Mean seconds of ``fn`` over ``repeats`` calls after ``warmup`` untimed ones; and its last result."""
+    result = None
+    for _ in range(warmup):
+        result = fn()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        result = fn()
+    _sync(device)
+    return (time.perf_counter() - start) / max(1, repeats), result
+
+
+def _train_step(module: EmotionModule, batch: dict, optimizer: torch.optim.Optimizer) -> Callable[[], object]:
+    def step() -> object:
+        module.model.train()
+        loss = module.training_step(batch, 0)
+        if loss is not None:  # DPO returns None when no rollout is far enough to reject
+            loss.backward()
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+def sft_flops(model: torch.nn.Module, batch: dict) -> float:
+    """Model FLOPs of one SFT training step on ``batch`` (formula in the module docstring)."""
+    base = unwrap(model)
+    text, audio = base.config.text_config, base.config.audio_config
+    lm = base.model.language_model
+    lm_params = [p for n, p in lm.named_parameters() if "embed_tokens" not in n] + list(base.lm_head.parameters())
+    n_lm = sum(p.numel() for p in lm_params)
+    n_train = sum(p.numel() for p in lm_params if p.requires_grad)
+    tower = base.model.audio_tower
+    n_audio = sum(p.numel() for p in tower.parameters())
+    audio_trained = any(p.requires_grad for p in tower.parameters())
+    lengths = batch["attention_mask"].sum(-1).double()
+    lm_flops = (4 * n_lm + 2 * n_train) * lengths.sum() + 6 * text.num_hidden_layers * text.hidden_size * (
+        lengths**2
+    ).sum()
+    positions = batch["input_features"].shape[-1] // 2  # the encoder's stride-2 convolution
+    clips = batch["input_features"].shape[0]
+    audio_flops = (
+        clips
+        * (2 * n_audio * positions + 4 * audio.encoder_layers * audio.d_model * positions**2)
+        * (3 if audio_trained else 1)
+    )
+    return float(lm_flops + audio_flops)
+
+
+def run(args: argparse.Namespace, overrides: list[str]) -> dict:
+    """Measure everything; returns the results (also printed as a table)."""
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    model_args = ["model=qwen2_audio_7b", "model.path=random-weights"] if args.size == "7b" else []
+    common = [*model_args, f"model.finetune={args.finetune}", *overrides]
+    rollout = [
+        f"strategy.group_size={args.group}",
+        f"strategy.num_rollouts={args.group}",
+        f"strategy.rollout_max_new_tokens={args.new_tokens}",
+    ]
+    configs = {
+        "sft": compose("sft_cot", common),
+        "dpo": compose("dpo_cot", [*common, "model.init_from=null", *rollout]),
+        "grpo": compose("grpo_cot", [*common, "model.init_from=null", *rollout]),
+    }
+    torch.manual_seed(args.seed)
+    backbone = build_backbone(configs["sft"], args.size, device)
+    model = backbone.model
+    seconds = args.audio_seconds or configs["sft"].model.chunk_seconds
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-6)
+    flops_peak = peak_flops(device)
+    results: dict = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "size": args.size,
+        "finetune": args.finetune,
+        "group": args.group,
+        "new_tokens": args.new_tokens,
+        "trainable_parameters": sum(p.numel() for p in params),
+        "total_parameters": sum(p.numel() for p in model.parameters()),
+        "steps": {},
+        "rollouts": {},
+    }
+
+    for name, cfg in configs.items():
+        module = build_strategy(cfg, backbone).to(device)
+        if cfg.model.finetune == "full" and name != "sft":
+            module.freeze_reference()  # what on_fit_start does: the frozen reference policy
+        rows = args.batch if name == "sft" else 1  # on-policy steps: one prompt, a group of rollouts
+        clips = bench_clips(rows, seconds, args.cot_words, len(cfg.data.classes), args.seed)
+        batch = _to(module.encoder.training_batch(clips), device)
+        _reset_peak(device)
+        step_seconds, _ = timed(_train_step(module, batch, optimizer), device, args.steps, args.warmup)
+        tokens = int(batch["attention_mask"].sum())
+        entry = {"seconds_per_step": step_seconds, "peak_memory_gb": _peak_gb(device)}
+        if name == "sft":
+            flops = sft_flops(model, batch)
+            entry.update(
+                tokens_per_second=tokens / step_seconds,
+                tokens_per_step=tokens,
+                mfu=flops / step_seconds / flops_peak if flops_peak else None,
+            )
+        results["steps"][name] = entry
+        module.reference_model = None
+
+    # Rollouts after the training steps, as in a GRPO loop: one prompt, K continuations of N tokens.
+    prompt = _to(build_strategy(configs["grpo"], backbone).encoder.prompt_batch(bench_clips(1, seconds, 0, 6)), device)
+    strategy = configs["grpo"].strategy
+    for engine in ("generate", "fast"):
+
+        def generate(engine: str = engine) -> torch.Tensor:
+            was_training = model.training
+            model.eval()  # what OnPolicyModule.sample does before generating
+            out = generate_sequences(
+                backbone,
+                prompt,
+                args.new_tokens,
+                do_sample=True,
+                temperature=strategy.rollout_temperature,
+                top_p=strategy.rollout_top_p,
+                group=args.group,
+                engine=engine,
+            )
+            model.train(was_training)
+            return out
+
+        _reset_peak(device)
+        rollout_seconds, sequences = timed(generate, device, args.steps, args.warmup)
+        generated = sequences.shape[0] * (sequences.shape[1] - prompt["input_ids"].shape[1])  # type: ignore[union-attr]
+        results["rollouts"][engine] = {
+            "seconds": rollout_seconds,
+            "tokens_per_second": generated / rollout_seconds,
+            "ms_per_decode_step": 1e3 * rollout_seconds / max(1, generated // args.group),
+            "peak_memory_gb": _peak_gb(device),
+        }
+    plain, fast = results["rollouts"]["generate"], results["rollouts"]["fast"]
+    results["rollouts"]["speedup"] = fast["tokens_per_second"] / plain["tokens_per_second"]
+    return results
+
+
+def _row(label: str, seconds: float, tokens_per_second: float | None, mfu: str, memory: float) -> str:
+    tps = "-" if tokens_per_second is None else f"{tokens_per_second:.0f}"
+    return f"{label:<18}{seconds:>10.3f}{tps:>12}{mfu:>8}{memory:>14.2f}"
+
+
+def format_results(results: dict) -> str:
+    """The printed table."""
+    mem = "peak mem GB" if results["device"] != "cpu" else "peak RSS GB"
+    lines = [
+        f"ambemo bench: {results['size']} model ({results['finetune']}, {results['trainable_parameters']:,} of "
+        f"{results['total_parameters']:,} parameters trainable) on {results['device']}; "
+        f"rollouts: K={results['group']}, {results['new_tokens']} new tokens",
+        f"{'':<18}{'s/step':>10}{'tokens/s':>12}{'MFU':>8}{mem:>14}",
+    ]
+    for name, entry in results["steps"].items():
+        mfu = "-" if name != "sft" else "n/a" if entry["mfu"] is None else f"{100 * entry['mfu']:.1f}%"
+        tps = entry.get("tokens_per_second")
+        lines.append(_row(f"{name} step", entry["seconds_per_step"], tps, mfu, entry["peak_memory_gb"]))
+    rollouts = results["rollouts"]
+    for engine in ("generate", "fast"):
+        entry = rollouts[engine]
+        lines.append(
+            _row(f"rollout {engine}", entry["seconds"], entry["tokens_per_second"], "-", entry["peak_memory_gb"])
+        )
+    fast, plain = rollouts["fast"]["ms_per_decode_step"], rollouts["generate"]["ms_per_decode_step"]
+    lines.append(
+        f"fast rollouts: {rollouts['speedup']:.2f}x plain generate ({fast:.2f} vs {plain:.2f} ms per decode step)"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="ambemo bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=("tiny", "7b"), default="tiny", help="tiny (CPU) or 7b (random weights, GPU)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
+    parser.add_argument("--finetune", choices=("lora", "full"), default="lora", help="what the steps train")
+    parser.add_argument("--batch", type=int, default=None, help="SFT rows per step (default: 2 tiny, 4 7b)")
+    parser.add_argument("--group", type=int, default=8, help="K: rollouts per prompt (DPO, GRPO, rollout timing)")
+    parser.add_argument("--new-tokens", type=int, default=128, help="N: new tokens per rollout")
+    parser.add_argument("--audio-seconds", type=float, default=None, help="clip length (default: the audio window)")
+    parser.add_argument("--cot-words", type=int, default=200, help="about this many words of curated reasoning")
+    parser.add_argument("--steps", type=int, default=2, help="timed repeats of each measurement")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed repeats first (compilation, allocator)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    known, rest = parser.parse_known_args(argv)
+    unknown = [a for a in rest if "=" not in a]
+    if unknown:
+        parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    if known.batch is None:
+        known.batch = 4 if known.size == "7b" else 2
+    if known.size == "7b" and known.device == "auto" and not torch.cuda.is_available():
+        print("ambemo bench: --size 7b needs a GPU (none found); use --device cpu to force it", file=sys.stderr)
+        return 2
+    threads = torch.get_num_threads()
+    if known.threads:
+        torch.set_num_threads(known.threads)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # self.log outside a Trainer, generation-config notes
+            results = run(known, parse_overrides(rest))
+    finally:
+        torch.set_num_threads(threads)
+    print(format_results(results))
+    if known.json:
+        with open(known.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
+        print(f"wrote {known.json}")
+    return 0

@@ -145,6 +145,11 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: 
 def _train_step(module: EmotionModule, batch: dict, optimizer: torch.optim.Optimizer) -> Callable[[], object]:
     def step() -> object:
         module.model.train()
+        if not module.automatic_optimization:  # GRPO steps its optimizer itself: drive it with torch
+            rollouts = module.rollouts(batch)  # type: ignore[attr-defined]
+            loss = module.optimise(rollouts, backward=torch.Tensor.backward, step=optimizer.step)  # type: ignore[attr-defined]
+            optimizer.zero_grad(set_to_none=True)
+            return loss
         loss = module.training_step(batch, 0)
         if loss is not None:  # DPO returns None when no rollout is far enough to reject
             loss.backward()

@@ -68,11 +68,29 @@ class GRPOModule(OnPolicyModule):
         self.optimizer_steps_per_batch = cfg.strategy.num_iterations / self.accumulate
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        s = self.cfg.strategy
-        rollouts = self.reasoning_rollouts(batch) if self.use_cot else self.answer_rollouts(batch)
-        optimizer = self.optimizers()
         # one pass: gradients may accumulate over rollout batches; several passes: a step each
-        step_now = s.num_iterations > 1 or (batch_idx + 1) % self.accumulate == 0 or self.trainer.is_last_batch
+        several = self.cfg.strategy.num_iterations > 1
+        step_now = several or (batch_idx + 1) % self.accumulate == 0 or self.trainer.is_last_batch
+        optimizer = self.optimizers()
+        return self.optimise(
+            self.rollouts(batch),
+            backward=lambda loss: self.manual_backward(loss if several else loss / self.accumulate),
+            step=(lambda: self.optimizer_step_and_schedule(optimizer)) if step_now else None,
+        )
+
+    def rollouts(self, batch: dict) -> RolloutBatch:
+        """Sample and reward this batch's groups (reasonings, or emotions without CoT)."""
+        return self.reasoning_rollouts(batch) if self.use_cot else self.answer_rollouts(batch)
+
+    def optimise(
+        self,
+        rollouts: RolloutBatch,
+        backward: Callable[[torch.Tensor], None],
+        step: Callable[[], None] | None,
+    ) -> torch.Tensor:
+        """``num_iterations`` passes over one batch of rollouts: loss, ``backward``, ``step``
+        (None: accumulate). Pure of the Trainer, so a benchmark can drive it with plain torch."""
+        s = self.cfg.strategy
         old_logp = None
         for _ in range(s.num_iterations):
             logp, mask = rollouts.score()
@@ -81,14 +99,13 @@ class GRPOModule(OnPolicyModule):
             loss, mean_kl = grpo_loss(
                 logp, old_logp, rollouts.advantages, mask, s.clip_epsilon, s.beta, rollouts.reference_logp
             )
-            self.manual_backward(loss / (1 if s.num_iterations > 1 else self.accumulate))
-            if step_now:
-                self.optimizer_step_and_schedule(optimizer)
+            backward(loss)
+            if step is not None:
+                step()
         ratio = torch.exp(logp.detach() - old_logp)[mask]
         clipped = ((ratio - 1).abs() > s.clip_epsilon).float().mean() if ratio.numel() else ratio.sum()
-        size = batch["target"].shape[0]
         logs = {"train/loss": loss.detach(), "train/policy_kl": mean_kl, "train/clip_fraction": clipped}
-        self.log_dict(logs | rollouts.logs, prog_bar=True, batch_size=size)
+        self.log_dict(logs | rollouts.logs, prog_bar=True, batch_size=len(rollouts.advantages))
         return loss.detach()
 
     def optimizer_step_and_schedule(self, optimizer: torch.optim.Optimizer) -> None:

@@ -8,14 +8,19 @@
     ambemo curate CORPUS --store STORE.jsonl [--dry-run] [--max-cost USD] ...  # verified CoTs (--help)
     ambemo data summary data=NAME [key=value ...] [--out FILE.json]  # splits, priors, durations, skips
     ambemo report [RUN_DIR ...]                        # results table with bootstrap 95 % intervals
+    ambemo sweep NAME|FILE.yaml [--trials N] [key=value ...]  # a W&B sweep file, run locally (optuna)
     ambemo list                                        # experiments and building blocks
 
 ``--key=value`` is accepted everywhere ``key=value`` is, because that is what a W&B sweep agent
-passes to the training command.
+passes to the training command. ``AMBEMO_OVERRIDES="key=value ..."`` in the environment adds
+overrides to every ``ambemo train`` before its own arguments (which win): how ``ambemo sweep`` and
+tests pass fixed settings through a sweep command they must not change.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 import sys
 
 from ambemo.config import GROUPS, ConfigError, compose, describe, experiment_names, group_options, parse_overrides
@@ -34,6 +39,10 @@ def _train(argv: list[str]) -> int:
         print("\n".join(describe(cfg)))
         return 0
     print_only = "--print-config" in argv
+    from_env = shlex.split(os.environ.get("AMBEMO_OVERRIDES", ""))
+    if from_env:
+        print(f"[ambemo] overrides from AMBEMO_OVERRIDES: {' '.join(from_env)}", file=sys.stderr)
+        argv = [*from_env, *argv]
     cfg = compose(None, parse_overrides([a for a in argv if a != "--print-config"]))
     if print_only:
         from ambemo.config import to_yaml
@@ -87,7 +96,21 @@ def _report(argv: list[str]) -> int:
     return report_main(argv)
 
 
-COMMANDS = {"train": _train, "score": _score, "data": _data, "list": _list, "curate": _curate, "report": _report}
+def _sweep(argv: list[str]) -> int:
+    from ambemo.sweep import main as sweep_main
+
+    return sweep_main(argv)
+
+
+COMMANDS = {
+    "train": _train,
+    "score": _score,
+    "data": _data,
+    "list": _list,
+    "curate": _curate,
+    "report": _report,
+    "sweep": _sweep,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

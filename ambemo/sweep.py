@@ -34,7 +34,6 @@ unbounded or inverse distributions, nested ``parameters``, ``early_terminate``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -49,6 +48,7 @@ from typing import Any
 import yaml
 
 from ambemo.config import PACKAGE_ROOT, ConfigError, compose, parse_overrides
+from ambemo.logging_wandb import logged_values
 
 SWEEPS_DIR = PACKAGE_ROOT / "experiments" / "sweeps"
 OVERRIDES_ENV = "AMBEMO_OVERRIDES"  # read by `ambemo train`; shlex-split key=value overrides
@@ -352,8 +352,7 @@ def trial_value(run_dir: Path, metric: str, goal: str) -> float:
     metrics_path = run_dir / "metrics.csv"
     if not metrics_path.is_file():
         raise SweepError(f"{run_dir}: no metrics.csv to read {metric!r} from")
-    with open(metrics_path, newline="") as f:
-        values = [float(row[metric]) for row in csv.DictReader(f) if row.get(metric) not in (None, "")]
+    values = logged_values(metrics_path, metric)
     if not values:
         raise SweepError(f"{metrics_path}: {metric!r} was never logged (is validation enabled?)")
     return min(values) if goal == "minimize" else max(values)

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from ambemo.data.jsonl import iter_json_objects
 from ambemo.metrics.functional import bhattacharyya_coefficient, brier_score, js_divergence, pearson_r2
@@ -66,6 +67,15 @@ def newest_runs(runs: Path) -> list[Path]:
     return found
 
 
+def run_dataset(run_dir: Path) -> str:
+    """The corpus a run was tested on, from its ``config.yaml`` (runs older than ``summary.json``'s
+    ``dataset`` field), else ``unknown``."""
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        return "unknown"
+    return str(OmegaConf.select(OmegaConf.load(config), "data.name", default="unknown"))
+
+
 def expand_run_dirs(paths: list[Path]) -> list[Path]:
     """Run folders from RUN_DIR arguments: a run folder (has ``summary.json``) as is, an experiment
     folder as its newest finished run, a runs folder as the newest run of each experiment."""
@@ -90,7 +100,7 @@ def build_rows(run_dirs: list[Path], resamples: int = 1000, seed: int = 0) -> li
     rows, references = [], {}
     for run_dir in run_dirs:
         summary = json.loads((run_dir / "summary.json").read_text())
-        dataset = summary.get("dataset", "built-in")
+        dataset = summary.get("dataset") or run_dataset(run_dir)
         values = per_utterance(run_dir)
         cells = {m: bootstrap(values[m], resamples, generator) for m in METRICS}
         method = summary["experiment"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ambemo.metrics.metrics import score_distributions
-from ambemo.report import main, newest_runs
+from ambemo.report import build_rows, main, newest_runs
 
 CLASSES = ["anger", "neutral", "sadness"]
 
@@ -87,3 +87,12 @@ def test_paper_layout_methods_by_dataset(tmp_path: Path, capsys: pytest.CaptureF
     assert rows["sft"][4] != "-" and rows["sft (20260102-000000)"][4:] == ["-"] * 4
     assert main([str(dpo), str(tmp_path / "missing")]) == 2
     assert "missing: not a folder" in capsys.readouterr().err
+
+
+def test_older_runs_take_the_dataset_from_their_config(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "sft", "20260101-000000", 0.1)
+    summary = json.loads((run / "summary.json").read_text())
+    del summary["dataset"]  # written by runs before summary.json named it
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "config.yaml").write_text("data:\n  name: crema_d\n")
+    assert [r["dataset"] for r in build_rows([run], resamples=10)] == ["crema_d", "crema_d"]

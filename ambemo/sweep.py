@@ -67,8 +67,8 @@ TOP_LEVEL_KEYS = {
     "early_terminate",
     "run_cap",
 }
-#: Every distribution W&B's sweep schema knows; LOCAL ones also run with ``ambemo sweep``.
-WANDB_DISTRIBUTIONS = {
+#: The distributions ``ambemo sweep`` runs; W&B's sweep schema knows the others as well.
+LOCAL_DISTRIBUTIONS = {
     "constant",
     "categorical",
     "int_uniform",
@@ -76,6 +76,8 @@ WANDB_DISTRIBUTIONS = {
     "q_uniform",
     "log_uniform",
     "log_uniform_values",
+}
+WANDB_DISTRIBUTIONS = LOCAL_DISTRIBUTIONS | {
     "q_log_uniform",
     "q_log_uniform_values",
     "inv_log_uniform",
@@ -86,15 +88,6 @@ WANDB_DISTRIBUTIONS = {
     "q_log_normal",
     "beta",
     "q_beta",
-}
-LOCAL_DISTRIBUTIONS = {
-    "constant",
-    "categorical",
-    "int_uniform",
-    "uniform",
-    "q_uniform",
-    "log_uniform",
-    "log_uniform_values",
 }
 ARGS_MACROS = {
     "${args}",
@@ -175,7 +168,7 @@ def _check_parameter(where: str, name: str, spec: Any) -> str:
         raise SweepError(f"{where}: parameter {name!r}: distribution constant needs 'value'")
     if dist == "categorical" and not (isinstance(spec.get("values"), list) and spec["values"]):
         raise SweepError(f"{where}: parameter {name!r}: 'values' must be a non-empty list")
-    if dist not in ("constant", "categorical") and not dist.endswith("normal"):
+    if dist not in ("constant", "categorical") and not dist.endswith(("normal", "beta")):  # those take mu/sigma, a/b
         low, high = spec.get("min"), spec.get("max")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
             raise SweepError(f"{where}: parameter {name!r}: {dist} needs numeric 'min' and 'max'")

@@ -25,8 +25,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from ambemo.plots import ambiguity_buckets, load_predictions, read_predictions, utterance_rows, write_plots
 
-#: Config keys whose values are never sent anywhere (matched on the last key part).
-SECRET_KEY = re.compile(r"(api_?key|token|secret|password|passwd|credential|auth)", re.IGNORECASE)
+#: Config keys whose values are never sent anywhere: a key whose last ``_``-separated word names a
+#: credential (``api_key``, ``hf_token``, ``client_secret``, ``password`` ...). Whole words only, so
+#: ``max_new_tokens`` or ``cot_token_dropout`` stay visible.
+SECRET_KEY = re.compile(
+    r"(^|_)(api_?key|key|token|secret|password|passwd|credentials?|auth|authorization)$", re.IGNORECASE
+)
 REDACTED = "<redacted>"
 TABLE_COLUMNS = ("id", "human", "predicted", "js", "vote_entropy", "reasoning", "format_ok")
 

@@ -376,6 +376,9 @@ def run_local(
             raise SweepError(f"{sweep.path}: a {sweep.spec['method']} sweep needs --trials N")
         trials = grid_size(sweep)
     folder = out_dir / sweep.name
+    if any(folder.glob("trial-*")):
+        # trial run folders are reused by name: a second sweep would mix its checkpoints and metrics in
+        raise SweepError(f"{folder} holds trials of an earlier sweep: move or delete it, or give --out OTHER_DIR")
     folder.mkdir(parents=True, exist_ok=True)
     study = optuna.create_study(direction=sweep.goal, sampler=sampler_for(sweep, seed))
     records: list[dict[str, Any]] = []

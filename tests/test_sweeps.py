@@ -151,6 +151,7 @@ def test_local_sweep_two_trials(fast_overrides: list[str], tmp_path: Path, monke
         assert list((run / "wandb").glob("offline-run-*"))  # logged offline, to `wandb sync` later
         assert f"--strategy.kl_weight={t['params']['strategy.kl_weight']}" in t["command"]
     assert "Best: trial" in (folder / "summary.md").read_text()
+    assert sweep_main(["sft_cot", "--trials", "1", "--out", str(tmp_path / "sweeps")]) == 2  # never mixes sweeps
 
 
 def test_random_sweep_needs_a_trial_count(capsys: pytest.CaptureFixture[str]) -> None:

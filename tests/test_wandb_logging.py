@@ -22,12 +22,13 @@ SECRET = "sk-test-this-must-not-reach-wandb"
 
 def test_redact_hides_secret_looking_keys_only() -> None:
     config = {"logger": {"project": "ambemo", "api_key": SECRET, "hf_token": "hf_x", "entity": None}, "l": [{"pw": 1}]}
-    config["curate"] = {"password": "p", "secret": "", "auth_header": "Bearer x", "key_frames": None}
+    config["curate"] = {"password": "p", "secret": "", "authorization": "Bearer x", "key_frames": 2}
     clean = redact(config)
     assert clean["logger"] == {"project": "ambemo", "api_key": REDACTED, "hf_token": REDACTED, "entity": None}
-    assert clean["curate"] == {"password": REDACTED, "secret": "", "auth_header": REDACTED, "key_frames": None}
+    assert clean["curate"] == {"password": REDACTED, "secret": "", "authorization": REDACTED, "key_frames": 2}
     assert SECRET not in json.dumps(clean)
-    assert public_config(compose("sft_cot", []))["strategy"]["kl_weight"] == 1.0  # the rest is untouched
+    strategy = public_config(compose("sft_cot", []))["strategy"]  # the rest is untouched, token counts too
+    assert strategy["kl_weight"] == 1.0 and strategy["max_new_tokens"] == 160 and strategy["cot_token_dropout"] == 0
 
 
 def _predictions(n: int) -> list[dict]:
@@ -115,6 +116,6 @@ def test_end_of_training_logs_table_and_plots(
     for name in ("samples", "reliability", "ambiguity_buckets"):
         assert list((media / "images" / "test" / "plots").glob(f"{name}_*.png"))
     assert b"test/predictions" in log and b"test/ambiguity_buckets" in log
-    assert b"kl_weight" in log  # the resolved config went to the run ...
+    assert b"kl_weight" in log and REDACTED.encode() not in log  # the resolved config went to the run ...
     assert SECRET.encode() not in log  # ... and nothing secret did
     assert SECRET not in (run_dir / "config.yaml").read_text()

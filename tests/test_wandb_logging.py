@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -71,10 +73,33 @@ def test_buckets_and_reliability_by_hand() -> None:
     assert p.vote_entropy[picks].tolist() == sorted(p.vote_entropy[picks].tolist())
 
 
-def _wandb_media(run_dir: Path) -> tuple[Path, bytes]:
+def _record_bytes(log: bytes) -> bytes:
+    """The record payloads of a .wandb file, joined: the file is a LevelDB-style log (a 7-byte file
+    header, then 32 KiB blocks of records, each with a 7-byte header: crc32, length, type), so a
+    string can be split across two blocks in the raw bytes."""
+    block, pos, out = 32768, 7, []
+    while pos + 7 <= len(log):
+        left = block - pos % block
+        if left < 7:  # block trailer padding
+            pos += left
+            continue
+        length, kind = struct.unpack("<HB", log[pos + 4 : pos + 7])
+        if kind == 0:
+            break
+        out.append(log[pos + 7 : pos + 7 + length])
+        pos += 7 + length
+    return b"".join(out)
+
+
+def _wandb_media(run_dir: Path, wait_for: bytes, seconds: float = 120) -> tuple[Path, bytes]:
+    """The offline run's media folder and its .wandb records, once they hold ``wait_for``: the
+    wandb-core process writes the log asynchronously and may still be at it after wandb.finish()."""
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     (log,) = offline.glob("*.wandb")
-    return offline / "files" / "media", log.read_bytes()
+    deadline = time.monotonic() + seconds
+    while wait_for not in _record_bytes(log.read_bytes()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return offline / "files" / "media", _record_bytes(log.read_bytes())
 
 
 def test_end_of_training_logs_table_and_plots(
@@ -108,7 +133,7 @@ def test_end_of_training_logs_table_and_plots(
     with open(plots / "ambiguity_buckets.csv", newline="") as f:
         assert sum(int(r["n"]) for r in csv.DictReader(f)) == n_test
 
-    media, log = _wandb_media(run_dir)
+    media, log = _wandb_media(run_dir, wait_for=b"test/ambiguity_buckets")
     (table_file,) = (media / "table" / "test").glob("predictions_*.table.json")
     logged = json.loads(table_file.read_text())
     assert logged["columns"] == list(TABLE_COLUMNS) and len(logged["data"]) == n_test

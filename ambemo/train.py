@@ -10,6 +10,7 @@ Every run writes ``<out_dir>/<experiment>/<timestamp>/``:
   which ``ambemo score predictions.jsonl`` re-scores;
 - ``summary.json``      ``{"test": {...}, "reference": {"prior": {...}, "oracle": {...}}, ...}`` with
   the same metric keys as ``ambemo score``.
+- ``plots/``            test-split figures and tables (``ambemo.plots``), also logged to W&B.
 
 The test split is scored with the weights of the lowest validation JS (``trainer.test_weights=best``,
 early stopping on the validation split) or the final ones (``last``); ``summary.json`` says which.

@@ -7,7 +7,8 @@ NAME ?= sft_cot
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup exp test lint format report data clean bench
+TRIALS ?=
+.PHONY: help setup exp test lint format report data clean bench sweep sweep-local
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -42,6 +43,16 @@ report: setup ## Results table (JS, BC, R2, Brier with 95 % CIs) of the newest r
 
 bench: setup ## Step and rollout speed (tiny on CPU; ARGS="--size 7b" on a GPU; see ambemo bench --help)
 	$(BIN)/ambemo bench $(ARGS)
+
+sweep: setup ## W&B sweep of experiments/sweeps/$(NAME).yaml: wandb sweep + wandb agent (needs a W&B server and WANDB_API_KEY)
+	@export PATH="$(CURDIR)/$(BIN):$$PATH"; \
+	mkdir -p runs; wandb sweep experiments/sweeps/$(NAME).yaml 2>&1 | tee runs/.sweep-$(NAME).log || exit 1; \
+	agent=$$(sed -n 's/.*wandb agent \([^ ]*\).*/\1/p' runs/.sweep-$(NAME).log | tail -n 1); \
+	test -n "$$agent" || { echo "make sweep: wandb sweep created no sweep (see above); without a server use: make sweep-local NAME=$(NAME)"; exit 1; }; \
+	wandb agent $$agent
+
+sweep-local: setup ## The same sweep file run here with optuna: make sweep-local NAME=sft_cot [TRIALS=8] [ARGS="key=value ..."]
+	$(BIN)/ambemo sweep $(NAME) $(if $(TRIALS),--trials $(TRIALS)) $(ARGS)
 
 data: setup ## Generate the built-in synthetic corpus into data/builtin (done on first use anyway)
 	$(BIN)/ambemo data data/builtin

@@ -8,15 +8,20 @@
     ambemo curate CORPUS --store STORE.jsonl [--dry-run] [--max-cost USD] ...  # verified CoTs (--help)
     ambemo data summary data=NAME [key=value ...] [--out FILE.json]  # splits, priors, durations, skips
     ambemo report [RUN_DIR ...]                        # results table with bootstrap 95 % intervals
+    ambemo sweep NAME|FILE.yaml [--trials N] [key=value ...]  # a W&B sweep file, run locally (optuna)
     ambemo list                                        # experiments and building blocks
     ambemo bench [--size tiny|7b] [--group K] [--new-tokens N] [--json F]  # step and rollout speed (--help)
 
 ``--key=value`` is accepted everywhere ``key=value`` is, because that is what a W&B sweep agent
-passes to the training command.
+passes to the training command. ``AMBEMO_OVERRIDES="key=value ..."`` in the environment adds
+overrides to every ``ambemo train`` before its own arguments (which win): how ``ambemo sweep`` and
+tests pass fixed settings through a sweep command they must not change.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 import sys
 
 from ambemo.config import GROUPS, ConfigError, compose, describe, experiment_names, group_options, parse_overrides
@@ -35,6 +40,10 @@ def _train(argv: list[str]) -> int:
         print("\n".join(describe(cfg)))
         return 0
     print_only = "--print-config" in argv
+    from_env = shlex.split(os.environ.get("AMBEMO_OVERRIDES", ""))
+    if from_env:
+        print(f"[ambemo] overrides from AMBEMO_OVERRIDES: {' '.join(from_env)}", file=sys.stderr)
+        argv = [*from_env, *argv]
     cfg = compose(None, parse_overrides([a for a in argv if a != "--print-config"]))
     if print_only:
         from ambemo.config import to_yaml
@@ -94,6 +103,12 @@ def _bench(argv: list[str]) -> int:
     return bench_main(argv)
 
 
+def _sweep(argv: list[str]) -> int:
+    from ambemo.sweep import main as sweep_main
+
+    return sweep_main(argv)
+
+
 COMMANDS = {
     "train": _train,
     "score": _score,
@@ -102,6 +117,7 @@ COMMANDS = {
     "curate": _curate,
     "report": _report,
     "bench": _bench,
+    "sweep": _sweep,
 }
 
 

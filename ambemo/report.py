@@ -3,10 +3,16 @@
     ambemo report [RUN_DIR ...] [--runs runs] [--out table.md] [--csv table.csv] [--bootstrap 1000]
 
 Without RUN_DIRs, the newest finished run (one with ``summary.json``) of every experiment under
-``--runs`` is used. Each row is one run: JS (bits), BC, R2 (per-utterance squared Pearson over
-utterances with a non-constant target) and Brier, computed from its ``predictions.jsonl``, with
-95 % percentile-bootstrap intervals over utterances. The reference predictors of each dataset
-(prior, oracle) are listed from the runs' ``summary.json`` as point values.
+``--runs`` is used; RUN_DIRs may also be experiment folders (``runs/sft_cot``: its newest finished
+run) or a whole runs folder (the newest run of each experiment in it). Each cell is one run's JS
+(bits), BC, R2 (per-utterance squared Pearson over utterances with a non-constant target) or
+Brier, computed from its ``predictions.jsonl``, with a 95 % percentile-bootstrap interval over
+utterances. The reference predictors of each dataset (prior, oracle) are listed from the runs'
+``summary.json`` as point values.
+
+The Markdown table is laid out like the paper's Table 2: one row per method, one column group
+per dataset (``--layout long`` gives one row per run and dataset instead). The CSV is long:
+``method,dataset,n,metric,value,low,high``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import sys
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from ambemo.data.jsonl import iter_json_objects
 from ambemo.metrics.functional import bhattacharyya_coefficient, brier_score, js_divergence, pearson_r2
@@ -60,16 +67,46 @@ def newest_runs(runs: Path) -> list[Path]:
     return found
 
 
+def run_dataset(run_dir: Path) -> str:
+    """The corpus a run was tested on, from its ``config.yaml`` (runs older than ``summary.json``'s
+    ``dataset`` field), else ``unknown``."""
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        return "unknown"
+    return str(OmegaConf.select(OmegaConf.load(config), "data.name", default="unknown"))
+
+
+def expand_run_dirs(paths: list[Path]) -> list[Path]:
+    """Run folders from RUN_DIR arguments: a run folder (has ``summary.json``) as is, an experiment
+    folder as its newest finished run, a runs folder as the newest run of each experiment."""
+    found: list[Path] = []
+    for path in paths:
+        if (path / "summary.json").is_file():
+            found.append(path)
+        elif not path.is_dir():
+            raise ValueError(f"{path}: not a folder")
+        elif finished := sorted(s.parent for s in path.glob("*/summary.json")):
+            found.append(finished[-1])
+        elif newest := newest_runs(path):
+            found.extend(newest)
+        else:
+            raise ValueError(f"{path}: no finished run (no summary.json in it, its subfolders or theirs)")
+    return found
+
+
 def build_rows(run_dirs: list[Path], resamples: int = 1000, seed: int = 0) -> list[dict]:
     """One row per run (metric -> (value, low, high)) and one per dataset's reference predictor."""
     generator = torch.Generator().manual_seed(seed)
     rows, references = [], {}
     for run_dir in run_dirs:
         summary = json.loads((run_dir / "summary.json").read_text())
-        dataset = summary.get("dataset", "built-in")
+        dataset = summary.get("dataset") or run_dataset(run_dir)
         values = per_utterance(run_dir)
         cells = {m: bootstrap(values[m], resamples, generator) for m in METRICS}
-        rows.append({"method": summary["experiment"], "dataset": dataset, "n": len(values["js"]), **cells})
+        method = summary["experiment"]
+        if any(r["method"] == method and r["dataset"] == dataset for r in rows):
+            method = f"{method} ({run_dir.name})"  # two runs of one experiment: tell them apart
+        rows.append({"method": method, "dataset": dataset, "n": len(values["js"]), "run_dir": str(run_dir), **cells})
         for name, ref in summary.get("reference", {}).items():
             references.setdefault((name, dataset), ref)
     for (name, dataset), ref in references.items():
@@ -78,11 +115,38 @@ def build_rows(run_dirs: list[Path], resamples: int = 1000, seed: int = 0) -> li
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
-    def cell(value: tuple[float, float, float]) -> str:
-        v, lo, hi = value
-        return f"{v:.3f}" if lo != lo else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+def _cell(value: tuple[float, float, float]) -> str:
+    v, lo, hi = value
+    return f"{v:.3f}" if lo != lo else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
 
+
+HEADERS = {"js": "JS (bits)", "bc": "BC", "r2": "R2", "brier": "Brier"}
+
+
+def paper_table(rows: list[dict]) -> str:
+    """Rows = methods (first-seen order, references last), column groups = datasets."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows if not r["method"].startswith("(")))
+    methods += list(dict.fromkeys(r["method"] for r in rows if r["method"].startswith("(")))
+    by_key = {(r["method"], r["dataset"]): r for r in rows}
+    header = ["method"] + [f"{d}: {HEADERS[m]}" for d in datasets for m in METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for method in methods:
+        cells = [method]
+        for dataset in datasets:
+            row = by_key.get((method, dataset))
+            cells += [_cell(row[m]) if row else "-" for m in METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    sizes = ", ".join(
+        f"{d}: n = {'/'.join(str(n) for n in dict.fromkeys(r['n'] for r in rows if r['dataset'] == d))}"
+        for d in datasets
+    )
+    return "\n".join([*lines, "", f"Test utterances per dataset ({sizes}); 95 % bootstrap intervals in brackets."])
+
+
+def markdown(rows: list[dict]) -> str:
+    """One row per run and dataset (``--layout long``)."""
+    cell = _cell
     lines = ["| method | dataset | n | JS (bits) | BC | R2 | Brier |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['dataset']} | {r['n']} | " + " | ".join(cell(r[m]) for m in METRICS) + " |")
@@ -97,17 +161,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", type=Path, help="also write method,dataset,metric,value,low,high rows here")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--layout", choices=["paper", "long"], default="paper", help="paper: method x dataset (default); long"
+    )
     args = parser.parse_args(argv)
-    run_dirs = args.run_dirs or (newest_runs(args.runs) if args.runs.is_dir() else [])
-    if not run_dirs:
-        print(f"ambemo report: no finished runs (looked in {args.runs})", file=sys.stderr)
-        return 2
     try:
+        run_dirs = expand_run_dirs(args.run_dirs) if args.run_dirs else []
+        run_dirs = run_dirs or (newest_runs(args.runs) if args.runs.is_dir() else [])
+        if not run_dirs:
+            print(f"ambemo report: no finished runs (looked in {args.runs})", file=sys.stderr)
+            return 2
         rows = build_rows(run_dirs, args.bootstrap, args.seed)
     except (OSError, ValueError, KeyError) as err:
         print(f"ambemo report: {err}", file=sys.stderr)
         return 2
-    table = markdown(rows)
+    table = paper_table(rows) if args.layout == "paper" else markdown(rows)
     print(table)
     if args.out:
         args.out.write_text(table + "\n")

@@ -10,6 +10,7 @@ Every run writes ``<out_dir>/<experiment>/<timestamp>/``:
   which ``ambemo score predictions.jsonl`` re-scores;
 - ``summary.json``      ``{"test": {...}, "reference": {"prior": {...}, "oracle": {...}}, ...}`` with
   the same metric keys as ``ambemo score``.
+- ``plots/``            test-split figures and tables (``ambemo.plots``), also logged to W&B.
 
 The test split is scored with the weights of the lowest validation JS (``trainer.test_weights=best``,
 early stopping on the validation split) or the final ones (``last``); ``summary.json`` says which.
@@ -27,10 +28,11 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ambemo.config import compose, to_yaml
 from ambemo.data.datamodule import EmotionDataModule
+from ambemo.logging_wandb import log_test_results, public_config
 from ambemo.metrics.metrics import score_distributions
 from ambemo.model.backbone import count_parameters, load_backbone
 from ambemo.strategies import EmotionModule, build_strategy
@@ -66,7 +68,7 @@ def make_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
                 save_dir=str(run_dir),
                 offline=offline,
                 tags=list(cfg.logger.tags),
-                config=OmegaConf.to_container(cfg, resolve=True),
+                config=public_config(cfg),
             )
         )
     return loggers
@@ -207,6 +209,7 @@ def train(cfg: DictConfig) -> Path:
     if trainer.is_global_zero:
         weights = Path(test_ckpt).name if test_ckpt else "final weights"
         write_results(cfg, run_dir, module, datamodule, weights, trainable, total, time.time() - started)
+        log_test_results(cfg, run_dir, module.test_rows)  # plots/ and the W&B table and images
     if cfg.logger.name == "wandb" and trainer.is_global_zero:
         # Close this run's W&B run: a later run in the same process (a dependency trained first,
         # a notebook, a sweep) would otherwise log into it.

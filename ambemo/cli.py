@@ -8,6 +8,8 @@
     ambemo curate CORPUS --store STORE.jsonl [--dry-run] [--max-cost USD] ...  # verified CoTs (--help)
     ambemo data summary data=NAME [key=value ...] [--out FILE.json]  # splits, priors, durations, skips
     ambemo report [RUN_DIR ...]                        # results table with bootstrap 95 % intervals
+    ambemo predict MODEL AUDIO... [--out FILE.jsonl]   # MODEL: export folder, run folder or latest:NAME (--help)
+    ambemo export RUN_DIR OUT_DIR                      # a model folder for applications (adapter, card, threshold)
     ambemo list                                        # experiments and building blocks
 
 ``--key=value`` is accepted everywhere ``key=value`` is, because that is what a W&B sweep agent
@@ -87,7 +89,28 @@ def _report(argv: list[str]) -> int:
     return report_main(argv)
 
 
-COMMANDS = {"train": _train, "score": _score, "data": _data, "list": _list, "curate": _curate, "report": _report}
+def _predict(argv: list[str]) -> int:
+    from ambemo.inference.predictor import main as predict_main
+
+    return predict_main(argv)
+
+
+def _export(argv: list[str]) -> int:
+    from ambemo.inference.export import main as export_main
+
+    return export_main(argv)
+
+
+COMMANDS = {
+    "train": _train,
+    "score": _score,
+    "data": _data,
+    "list": _list,
+    "curate": _curate,
+    "report": _report,
+    "predict": _predict,
+    "export": _export,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

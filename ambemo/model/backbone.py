@@ -172,25 +172,35 @@ def _apply_finetuning(model: torch.nn.Module, model_cfg: DictConfig) -> torch.nn
     return get_peft_model(model, lora)
 
 
+def load_base(model_cfg: DictConfig) -> tuple[torch.nn.Module, ProcessorMixin]:
+    """The base model (no adapters) and its processor: built (``tiny``) or loaded from ``model.path``."""
+    return _load_tiny(model_cfg) if model_cfg.name == "tiny" else _load_pretrained(model_cfg)
+
+
 def load_backbone(model_cfg: DictConfig, classes: Sequence[str]) -> Backbone:
     """Build or load the model named by ``model_cfg`` and check it can read out ``classes``."""
-    if model_cfg.name == "tiny":
-        model, processor = _load_tiny(model_cfg)
-    else:
-        model, processor = _load_pretrained(model_cfg)
-    tokenizer = processor.tokenizer  # type: ignore[attr-defined]
+    model, processor = load_base(model_cfg)
     model_classes = list(model_cfg.classes) or list(classes)
+    class_token_ids(processor.tokenizer, model_classes)  # type: ignore[attr-defined]  # fail before LoRA
+    return make_backbone(_apply_finetuning(model, model_cfg), processor, classes, model_classes)
+
+
+def make_backbone(
+    model: torch.nn.Module, processor: ProcessorMixin, classes: Sequence[str], model_classes: Sequence[str]
+) -> Backbone:
+    """A ready model (adapters applied or loaded) as a ``Backbone`` reading out ``classes``, each
+    mapped to one of ``model_classes`` (the classes its prompt lists). Also used by exported models."""
+    tokenizer = processor.tokenizer  # type: ignore[attr-defined]
     model_ids = class_token_ids(tokenizer, model_classes)
     ids = [model_ids[i] for i in map_classes(classes, model_classes)]
     slot = tokenizer.encode(ANSWER_SLOT, add_special_tokens=False)
     audio_tokens = [processor.audio_token, processor.audio_bos_token, processor.audio_eos_token]  # type: ignore[attr-defined]
-    model = _apply_finetuning(model, model_cfg)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return Backbone(
         model=model,
         processor=processor,
         class_token_ids=ids,
-        prompt_classes=model_classes,
+        prompt_classes=list(model_classes),
         answer_slot_ids=slot,
         audio_token_ids=tokenizer.convert_tokens_to_ids(audio_tokens),
     )

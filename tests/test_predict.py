@@ -34,7 +34,8 @@ CLASSES = ["anger", "disgust", "fear", "happiness", "neutral", "sadness"]
 
 @pytest.fixture(scope="module")
 def runs(small_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One tiny sft_cot run per fine-tuning mode, one optimizer step each."""
+    """A LoRA run trained for one optimizer step, and a full-weights run evaluated without training
+    (its weights are the seeded random initialisation: enough to check the full-weights export)."""
     out = tmp_path_factory.mktemp("runs")
     fast = [
         f"data.root={small_corpus}",
@@ -48,22 +49,24 @@ def runs(small_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         "strategy.max_new_tokens=8",
         "strategy.own_readout_weight=0",
         "trainer.accelerator=cpu",
-        "trainer.max_epochs=1",
         "trainer.check_val_every_n_epoch=1",
         "logger=csv",
         f"out_dir={out}",
     ]
     made = {}
-    for finetune in ("full", "lora"):
+    for finetune, epochs in (("lora", 1), ("full", 0)):
         os.environ.pop("AMBEMO_RUN_DIR", None)
-        made[finetune] = train(compose("sft_cot", [*fast, f"model.finetune={finetune}"]))
+        made[finetune] = train(
+            compose("sft_cot", [*fast, f"model.finetune={finetune}", f"trainer.max_epochs={epochs}"])
+        )
     os.environ.pop("AMBEMO_RUN_DIR", None)
     return made
 
 
 @pytest.fixture(scope="module")
-def exported(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export(runs["full"], tmp_path_factory.mktemp("export") / "sft_cot")
+def exports(runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("exports")
+    return {kind: export(run, folder / kind) for kind, run in runs.items()}
 
 
 @pytest.fixture(scope="module")
@@ -92,14 +95,17 @@ def _test_clips(corpus: Path, run: Path) -> tuple[list[str], list[str]]:
     return [str(corpus / rows[i]["audio"]) for i in ids], [rows[i]["transcript"] for i in ids]
 
 
-def test_predict_reproduces_the_runs_test_predictions(runs: dict[str, Path], exported: Path, small_corpus: Path):
-    run = runs["full"]
-    ambiguity = json.loads((run / "ambiguity.json").read_text())
-    assert 0.0 <= ambiguity["threshold"] <= 1.0 and ambiguity["n"] == 2
-    assert {"precision", "recall", "criterion"} <= set(ambiguity)
-    paths, transcripts = _test_clips(small_corpus, run)
-    expected = _records(run / "predictions.jsonl")
-    for source in (run, exported):  # the run folder directly, and its export without the config
+def test_predict_reproduces_the_runs_test_predictions(
+    runs: dict[str, Path], exports: dict[str, Path], small_corpus: Path
+) -> None:
+    for run in runs.values():
+        ambiguity = json.loads((run / "ambiguity.json").read_text())
+        assert 0.0 <= ambiguity["threshold"] <= 1.0 and ambiguity["n"] == 2
+        assert {"precision", "recall", "criterion"} <= set(ambiguity)
+    # the run folder directly, and exports (no training config) of both kinds of weights
+    for source, run in ((runs["lora"], runs["lora"]), (exports["lora"], runs["lora"]), (exports["full"], runs["full"])):
+        paths, transcripts = _test_clips(small_corpus, run)
+        expected = _records(run / "predictions.jsonl")
         got = ambemo.load(source, device="cpu").predict(paths, transcript=transcripts, batch_size=2)
         assert len(got) == len(expected) and not got.skipped
         for record, reference in zip(got, expected, strict=True):
@@ -110,8 +116,9 @@ def test_predict_reproduces_the_runs_test_predictions(runs: dict[str, Path], exp
 
 
 def test_cli_and_api_on_new_audio(
-    exported: Path, audio_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    exports: dict[str, Path], audio_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    exported = exports["lora"]  # the trained run
     out = tmp_path / "predictions.jsonl"
     assert main(["predict", str(exported), str(audio_dir), "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().err
@@ -147,7 +154,8 @@ def test_cli_and_api_on_new_audio(
     assert from_array[0]["distribution"] == pytest.approx(cli[3]["distribution"], abs=1e-6)
 
 
-def test_export_folder_and_model_card(exported: Path, runs: dict[str, Path]):
+def test_export_folder_and_model_card(exports: dict[str, Path], runs: dict[str, Path]) -> None:
+    exported = exports["full"]
     meta = json.loads((exported / "ambemo.json").read_text())
     assert meta["weights"] == "full" and (exported / "model" / "config.json").is_file()
     assert meta["classes"] == CLASSES and meta["prompt_version"] == "ambemo-cot-v1"
@@ -163,7 +171,9 @@ def test_export_folder_and_model_card(exported: Path, runs: dict[str, Path]):
         export(runs["full"], exported)
 
 
-def test_lora_export_is_a_peft_adapter_with_identical_logits(runs: dict[str, Path], tmp_path: Path, audio_dir: Path):
+def test_lora_export_is_a_peft_adapter_with_identical_logits(
+    runs: dict[str, Path], exports: dict[str, Path], audio_dir: Path
+) -> None:
     from peft import PeftModel
     from transformers import Qwen2AudioForConditionalGeneration
 
@@ -171,7 +181,7 @@ def test_lora_export_is_a_peft_adapter_with_identical_logits(runs: dict[str, Pat
     from ambemo.model.inputs import Clip
     from ambemo.model.readout import forward_logits
 
-    folder = export(runs["lora"], tmp_path / "lora")
+    folder = exports["lora"]
     assert (folder / "adapter" / "adapter_config.json").is_file() and not (folder / "model").exists()
     base = Qwen2AudioForConditionalGeneration.from_pretrained(folder / "base_model", local_files_only=True)
     adapted = PeftModel.from_pretrained(base, folder / "adapter").eval()
@@ -180,7 +190,10 @@ def test_lora_export_is_a_peft_adapter_with_identical_logits(runs: dict[str, Pat
     clip = Clip("a", trained.load_audio(AudioInput("a", path=audio_dir / "a16k.wav")), "hello", target=None)
     batch = trained.encoder.prompt_batch([clip])
     with torch.no_grad():
-        assert torch.equal(forward_logits(adapted, batch), forward_logits(trained.backbone.model, batch))
+        logits = forward_logits(adapted, batch)
+        assert torch.equal(logits, forward_logits(trained.backbone.model, batch))
+        with adapted.disable_adapter():  # and the trained adapter does change them
+            assert not torch.allclose(logits, forward_logits(adapted, batch))
     from_export = ambemo.load(folder, device="cpu").predict(str(audio_dir / "a16k.wav"))
     assert from_export == trained.predict(str(audio_dir / "a16k.wav"))
 
@@ -188,7 +201,7 @@ def test_lora_export_is_a_peft_adapter_with_identical_logits(runs: dict[str, Pat
 def test_latest_resolver_and_bad_inputs(runs: dict[str, Path], tmp_path: Path):
     runs_dir = runs["full"].parent.parent
     model = ambemo.load("latest:sft_cot", device="cpu", runs_dir=runs_dir)
-    assert model.source == str(runs["lora"])  # the newest finished run
+    assert model.source == str(runs["full"])  # the newest finished run
     with pytest.raises(ModelLoadError, match="no finished run of 'sft'"):
         ambemo.load("latest:sft", runs_dir=runs_dir)
     with pytest.raises(ModelLoadError, match="neither an exported model"):

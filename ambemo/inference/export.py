@@ -45,6 +45,8 @@ def export(run: str | Path, out_dir: str | Path, runs_dir: str | Path = "runs") 
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise ModelLoadError(f"{out}: exists and is not empty; export into a new folder")
+    if not (run_dir / "config.yaml").is_file():
+        raise ModelLoadError(f"{run_dir}: not a run folder (no config.yaml); export runs/<experiment>/<timestamp>")
     cfg = read_run_config(run_dir)
     predictor = load_run(run_dir, torch.device("cpu"))
     if predictor.ambiguity is None:

@@ -20,7 +20,6 @@ recall are null, with a note saying why.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 from collections.abc import Callable, Iterable
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from ambemo.inference.device import autocast, to_device
 from ambemo.metrics.functional import entropy
 from ambemo.model.readout import Reading
 
@@ -82,20 +82,6 @@ def choose_threshold(model_entropy: torch.Tensor, split: torch.Tensor) -> dict:
             best = (key, threshold, scores)
     _, threshold, scores = best  # type: ignore[misc]
     return {**base, "threshold": threshold, **scores}
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """The autocast a Lightning ``precision`` (``bf16-mixed``, ``16-mixed``...) evaluates under; none for 32."""
-    if "bf16" in precision:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision.startswith("16"):
-        return torch.autocast(device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    """A batch with its tensors on ``device`` (ids and other lists unchanged)."""
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 @torch.no_grad()

@@ -39,10 +39,11 @@ import torch
 from ambemo.data.audio import AudioProblem, check_length, decode, to_model_rate
 from ambemo.data.jsonl import iter_json_objects
 from ambemo.data.jsonl import where as line_where
-from ambemo.inference.ambiguity import autocast, normalised_entropy, to_device
+from ambemo.inference.ambiguity import normalised_entropy
+from ambemo.inference.device import autocast, to_device
 from ambemo.model.backbone import Backbone
 from ambemo.model.inputs import Clip, PromptEncoder
-from ambemo.model.readout import read_distribution
+from ambemo.model.readout import Reading, read_distribution
 
 #: Files a folder argument contributes (what soundfile decodes).
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
@@ -112,7 +113,7 @@ class Predictor:
         """Normalised-entropy threshold above which a clip is flagged ``ambiguous`` (None: not set)."""
         return None if self.ambiguity is None else float(self.ambiguity["threshold"])
 
-    def read(self, batch: dict):
+    def read(self, batch: dict) -> Reading:
         """Evaluation's read-out (``EmotionModule.read``): greedy reasoning, then p_hat at the answer slot."""
         return read_distribution(self.backbone, batch, self.use_cot, self.max_new_tokens)
 

@@ -9,6 +9,8 @@
     ambemo data summary data=NAME [key=value ...] [--out FILE.json]  # splits, priors, durations, skips
     ambemo report [RUN_DIR ...]                        # results table with bootstrap 95 % intervals
     ambemo sweep NAME|FILE.yaml [--trials N] [key=value ...]  # a W&B sweep file, run locally (optuna)
+    ambemo predict MODEL AUDIO... [--out FILE.jsonl]   # MODEL: export folder, run folder or latest:NAME (--help)
+    ambemo export RUN_DIR OUT_DIR                      # a model folder for applications (adapter, card, threshold)
     ambemo list                                        # experiments and building blocks
     ambemo bench [--size tiny|7b] [--group K] [--new-tokens N] [--json F]  # step and rollout speed (--help)
 
@@ -109,6 +111,18 @@ def _sweep(argv: list[str]) -> int:
     return sweep_main(argv)
 
 
+def _predict(argv: list[str]) -> int:
+    from ambemo.inference.predictor import main as predict_main
+
+    return predict_main(argv)
+
+
+def _export(argv: list[str]) -> int:
+    from ambemo.inference.export import main as export_main
+
+    return export_main(argv)
+
+
 COMMANDS = {
     "train": _train,
     "score": _score,
@@ -118,6 +132,8 @@ COMMANDS = {
     "report": _report,
     "bench": _bench,
     "sweep": _sweep,
+    "predict": _predict,
+    "export": _export,
 }
 
 

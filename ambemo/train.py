@@ -8,6 +8,8 @@ Every run writes ``<out_dir>/<experiment>/<timestamp>/``:
 - ``wandb/``            the W&B run (offline unless WANDB_API_KEY is set), when logger=wandb;
 - ``predictions.jsonl`` test split: ``{"id", "distribution", "target"[, "reasoning", "format_ok"]}``,
   which ``ambemo score predictions.jsonl`` re-scores;
+- ``ambiguity.json``    the normalised-entropy threshold of ``ambiguous`` (``ambemo predict``), chosen on
+  the validation split with the test weights (``ambemo.inference.ambiguity``);
 - ``summary.json``      ``{"test": {...}, "reference": {"prior": {...}, "oracle": {...}}, ...}`` with
   the same metric keys as ``ambemo score``.
 - ``plots/``            test-split figures and tables (``ambemo.plots``), also logged to W&B.
@@ -95,6 +97,12 @@ def find_checkpoint(run_or_file: Path) -> Path:
     return found[-1]
 
 
+def latest_run(out_dir: str | Path, experiment: str) -> Path | None:
+    """The newest finished run folder (one with ``summary.json``) of ``experiment`` under ``out_dir``."""
+    finished = sorted((Path(out_dir) / experiment).glob("*/summary.json"))
+    return finished[-1].parent if finished else None
+
+
 def resolve_init(cfg: DictConfig) -> Path | None:
     """The checkpoint ``model.init_from`` names, training a ``latest:<experiment>`` dependency if needed."""
     spec = cfg.model.init_from
@@ -103,9 +111,9 @@ def resolve_init(cfg: DictConfig) -> Path | None:
     if not spec.startswith("latest:"):
         return find_checkpoint(Path(spec))
     name = spec.partition(":")[2]
-    finished = sorted((Path(cfg.out_dir) / name).glob("*/summary.json"))
+    finished = latest_run(cfg.out_dir, name)
     if finished:
-        return find_checkpoint(finished[-1].parent)
+        return find_checkpoint(finished)
     print(
         f"[ambemo] {cfg.experiment} starts from {name}, which has no finished run in {cfg.out_dir}: training it first"
     )
@@ -207,6 +215,12 @@ def train(cfg: DictConfig) -> Path:
     trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)
 
     if trainer.is_global_zero:
+        # The test weights are loaded now: choose the ambiguity threshold on the validation split.
+        from ambemo.inference.ambiguity import calibrate
+
+        device = trainer.strategy.root_device  # Lightning moved the module back to the CPU after testing
+        module.to(device).eval()
+        calibrate(module.read, datamodule.val_dataloader(), device, t.precision, run_dir)
         weights = Path(test_ckpt).name if test_ckpt else "final weights"
         write_results(cfg, run_dir, module, datamodule, weights, trainable, total, time.time() - started)
         log_test_results(cfg, run_dir, module.test_rows)  # plots/ and the W&B table and images

@@ -75,6 +75,19 @@ def resample(samples: np.ndarray, rate: int, target: int) -> np.ndarray:
         return _resampler(ratio.denominator, ratio.numerator)(torch.from_numpy(samples)).numpy()
 
 
+def check_length(frames: int, rate: int) -> float:
+    """The duration in seconds of ``frames`` samples at ``rate``; ``AudioProblem`` if the clip is
+    empty, too short or below ``MIN_RATE``."""
+    if frames <= 0:
+        raise AudioProblem("empty audio", "0 samples")
+    if rate < MIN_RATE:
+        raise AudioProblem("unusual sample rate", f"{rate} Hz is below {MIN_RATE} Hz")
+    seconds = frames / rate
+    if seconds < MIN_SECONDS:
+        raise AudioProblem("too short", f"{seconds:.3f} s; at least {MIN_SECONDS} s expected")
+    return seconds
+
+
 def decode(path: Path, sample_rate: int, max_seconds: float, skip_long: bool = False) -> DecodedAudio:
     """Decode ``path`` to mono float32 at ``sample_rate``, truncated to ``max_seconds``.
 
@@ -89,13 +102,7 @@ def decode(path: Path, sample_rate: int, max_seconds: float, skip_long: bool = F
     except Exception as err:  # soundfile raises several types for unreadable files
         raise AudioProblem("unreadable or corrupt audio", str(err).strip()) from None
     rate, channels = int(info.samplerate), int(info.channels)
-    if info.frames <= 0:
-        raise AudioProblem("empty audio", "0 samples")
-    if rate < MIN_RATE:
-        raise AudioProblem("unusual sample rate", f"{rate} Hz is below {MIN_RATE} Hz")
-    seconds = info.frames / rate
-    if seconds < MIN_SECONDS:
-        raise AudioProblem("too short", f"{seconds:.3f} s; at least {MIN_SECONDS} s expected")
+    seconds = check_length(info.frames, rate)
     truncated = seconds > max_seconds
     if truncated and skip_long:
         raise AudioProblem(
@@ -108,11 +115,26 @@ def decode(path: Path, sample_rate: int, max_seconds: float, skip_long: bool = F
         raise AudioProblem("unreadable or corrupt audio", str(err).strip()) from None
     if audio.shape[0] == 0:
         raise AudioProblem("empty audio", "no samples could be decoded")
+    return DecodedAudio(
+        samples=to_model_rate(audio, rate, sample_rate, max_seconds),
+        seconds=seconds,
+        source_rate=rate,
+        channels=channels,
+        truncated=truncated,
+    )
+
+
+def to_model_rate(audio: np.ndarray, rate: int, sample_rate: int, max_seconds: float) -> np.ndarray:
+    """Samples shaped (frames, channels) at ``rate`` -> checked mono float32 at ``sample_rate``, capped.
+
+    The part of ``decode`` after reading, shared with callers that hold samples in memory
+    (``ambemo.load(...).predict(array, sample_rate=...)``). Raises ``AudioProblem`` for
+    non-finite or silent audio.
+    """
     if not np.isfinite(audio).all():
         raise AudioProblem("corrupt audio", "NaN or infinite samples")
     mono = np.ascontiguousarray(audio.mean(axis=1), dtype=np.float32)
     peak = float(np.abs(mono).max())
     if peak < SILENCE_PEAK:
         raise AudioProblem("silent audio", f"peak {20 * math.log10(peak):.0f} dBFS" if peak > 0 else "all zeros")
-    mono = resample(mono, rate, sample_rate)[: int(max_seconds * sample_rate)]
-    return DecodedAudio(samples=mono, seconds=seconds, source_rate=rate, channels=channels, truncated=truncated)
+    return resample(mono, rate, sample_rate)[: int(max_seconds * sample_rate)]

@@ -469,14 +469,18 @@ def _load_tiny(model_cfg: DictConfig, family: BackboneFamily) -> tuple[torch.nn.
 
 def _load_pretrained(model_cfg: DictConfig, family: BackboneFamily) -> tuple[torch.nn.Module, ProcessorMixin]:
     path = _checkpoint_dir(model_cfg)
-    processor = family.load_processor(path, model_cfg.chunk_seconds)
-    config = {"config": family.load_config(path)} if family.load_config else {}
+    return load_pretrained_dir(family, path, path, model_cfg.dtype, _attention(model_cfg), model_cfg.chunk_seconds)
+
+
+def load_pretrained_dir(
+    family: BackboneFamily, weights: Path, processor_dir: Path, dtype: str, attention: str, chunk_seconds: int
+) -> tuple[torch.nn.Module, ProcessorMixin]:
+    """A family's model from a local folder of weights, and its processor from ``processor_dir``
+    (a release has both in one folder; an ``ambemo export`` keeps them apart)."""
+    processor = family.load_processor(processor_dir, chunk_seconds)
+    config = {"config": family.load_config(weights)} if family.load_config else {}
     model = family.model_class.from_pretrained(
-        path,
-        local_files_only=True,
-        dtype=resolve_dtype(model_cfg.dtype),
-        attn_implementation=_attention(model_cfg),
-        **config,
+        weights, local_files_only=True, dtype=resolve_dtype(dtype), attn_implementation=attention, **config
     )
     return model, processor
 
@@ -521,12 +525,31 @@ def _apply_finetuning(model: torch.nn.Module, model_cfg: DictConfig, family: Bac
     return model
 
 
+def load_base(model_cfg: DictConfig) -> tuple[torch.nn.Module, ProcessorMixin]:
+    """The base model (no adapters) and its processor: built (tiny models) or loaded from ``model.path``."""
+    family, tiny = family_of(model_cfg)
+    return _load_tiny(model_cfg, family) if tiny else _load_pretrained(model_cfg, family)
+
+
 def load_backbone(model_cfg: DictConfig, classes: Sequence[str]) -> Backbone:
     """Build or load the model named by ``model_cfg`` and check it can read out ``classes``."""
-    family, tiny = family_of(model_cfg)
-    model, processor = _load_tiny(model_cfg, family) if tiny else _load_pretrained(model_cfg, family)
-    tokenizer = processor.tokenizer  # type: ignore[attr-defined]
+    family, _ = family_of(model_cfg)
+    model, processor = load_base(model_cfg)
     model_classes = list(model_cfg.classes) or list(classes)
+    class_token_ids(processor.tokenizer, model_classes)  # type: ignore[attr-defined]  # fail before LoRA
+    return make_backbone(_apply_finetuning(model, model_cfg, family), processor, classes, model_classes, family)
+
+
+def make_backbone(
+    model: torch.nn.Module,
+    processor: ProcessorMixin,
+    classes: Sequence[str],
+    model_classes: Sequence[str],
+    family: BackboneFamily,
+) -> Backbone:
+    """A ready model (adapters applied or loaded) as a ``Backbone`` reading out ``classes``, each
+    mapped to one of ``model_classes`` (the classes its prompt lists). Also used by exported models."""
+    tokenizer = processor.tokenizer  # type: ignore[attr-defined]
     model_ids = class_token_ids(tokenizer, model_classes)
     ids = [model_ids[i] for i in map_classes(classes, model_classes)]
     slot = tokenizer.encode(ANSWER_SLOT, add_special_tokens=False)
@@ -534,13 +557,12 @@ def load_backbone(model_cfg: DictConfig, classes: Sequence[str]) -> Backbone:
     lacking = [t for t, i in zip(family.never_generate, never, strict=True) if i in (None, tokenizer.unk_token_id)]
     if lacking:
         raise BackboneError(f"the tokenizer has no token {lacking[0]!r}, a placeholder of this model family")
-    model = _apply_finetuning(model, model_cfg, family)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return Backbone(
         model=model,
         processor=processor,
         class_token_ids=ids,
-        prompt_classes=model_classes,
+        prompt_classes=list(model_classes),
         answer_slot_ids=slot,
         audio_token_ids=never,
         chat_style=family.chat_style,

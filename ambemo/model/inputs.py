@@ -26,8 +26,8 @@ class Clip:
     audio: np.ndarray
     """Mono float32 waveform at the backbone's sample rate."""
     transcript: str | None
-    target: torch.Tensor
-    """Human vote distribution over the classes, shape (C,)."""
+    target: torch.Tensor | None
+    """Human vote distribution over the classes, shape (C,); None for unlabelled audio (``ambemo predict``)."""
     cot: str | None = None
     """Curated reasoning ending with the answer slot (training target), if any."""
     latent: torch.Tensor | None = None
@@ -145,7 +145,9 @@ def assemble(prompts: Sequence[Sequence[int]], targets: Sequence[Sequence[int]],
 
 def _labels(clips: Sequence[Clip]) -> dict:
     """What every batch carries besides model inputs: ids (for predictions files) and targets."""
-    out: dict = {"ids": [c.id for c in clips], "target": torch.stack([c.target for c in clips])}
+    out: dict = {"ids": [c.id for c in clips]}
+    if all(c.target is not None for c in clips):
+        out["target"] = torch.stack([c.target for c in clips])  # type: ignore[misc]
     if all(c.latent is not None for c in clips):
         out["latent"] = torch.stack([c.latent for c in clips])  # type: ignore[misc]
     return out

@@ -166,8 +166,9 @@ def test_grpo_step_samples_rollouts_and_trains(monkeypatch: pytest.MonkeyPatch) 
     module.on_fit_start()  # full fine-tuning: the frozen reference copy
     logged: dict = {}
     monkeypatch.setattr(module, "log_dict", lambda logs, **kwargs: logged.update(logs))
-    loss = module.training_step(module.encoder.training_batch(_clips(1)), 0)
-    loss.backward()
+    # GRPO steps its optimizer itself: drive one pass with plain torch (as ambemo bench does)
+    rollouts = module.rollouts(module.encoder.training_batch(_clips(1)))
+    loss = module.optimise(rollouts, backward=torch.Tensor.backward, step=None)
     # reward = -KL(p_human || p_hat) + 0.1 * format (0 for an untrained model): negative and finite
     assert torch.isfinite(loss) and -10 < logged["train/reward"] < 0
     grads = [p.grad for p in module.model.model.layers.parameters()]

@@ -48,12 +48,17 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def forward_hidden(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+def forward_hidden(model: torch.nn.Module, batch: dict) -> torch.Tensor | None:
     """Last hidden states (B, T, H) for a batch with audio: ``forward_logits`` without the LM head,
     so a loss can apply the head (``output_head``) only where it needs logits. LoRA layers live
-    inside the modules, so calling the headless model trains them as the full forward does."""
+    inside the modules, so calling the headless model trains them as the full forward does.
+    None for a family without a headless audio+text module (Qwen2.5-Omni's thinker: its
+    ``model`` is the text decoder alone): use ``forward_logits`` there."""
     base = unwrap(model)
-    return getattr(base, base.base_model_prefix)(**model_inputs(batch)).last_hidden_state
+    headless = getattr(base, base.base_model_prefix, None)
+    if headless is None:
+        return None
+    return headless(**model_inputs(batch)).last_hidden_state
 
 
 def output_head(model: torch.nn.Module) -> torch.nn.Module:

@@ -19,12 +19,18 @@ import torch
 from ambemo.model.readout import (
     class_logits,
     forward_hidden,
+    forward_logits,
     gather_rows,
     generate_reasoning,
     output_head,
     readout_after,
 )
-from ambemo.objectives.distribution import majority_cross_entropy, readout_kl, target_token_cross_entropy
+from ambemo.objectives.distribution import (
+    majority_cross_entropy,
+    readout_kl,
+    target_token_cross_entropy,
+    token_cross_entropy,
+)
 from ambemo.strategies.base import EmotionModule
 
 
@@ -76,13 +82,20 @@ class SFTModule(EmotionModule):
         # The LM head runs only where a logit is used (the slot and the reasoning tokens): the
         # same loss as on full (B, T, V) logits without computing most of them.
         hidden = forward_hidden(self.model, batch)
-        head = output_head(self.model)
-        slot = head(gather_rows(hidden, batch["slot_index"]))
+        if hidden is None:  # no headless forward for this family: full logits, same loss
+            logits = forward_logits(self.model, batch)
+            slot = gather_rows(logits, batch["slot_index"])
+        else:
+            head = output_head(self.model)
+            slot = head(gather_rows(hidden, batch["slot_index"]))
         kl = readout_kl(class_logits(slot, self.backbone.class_token_ids), batch["target"])
         loss = s.kl_weight * kl
         logs = {"train/kl": kl}
         if self.use_cot and s.ce_weight:
-            ce = target_token_cross_entropy(hidden, head.weight, batch["labels"])
+            if hidden is None:
+                ce = token_cross_entropy(logits, batch["labels"])
+            else:
+                ce = target_token_cross_entropy(hidden, head.weight, batch["labels"])
             loss = loss + s.ce_weight * ce
             logs["train/ce"] = ce
         if self.use_cot and s.own_readout_weight:

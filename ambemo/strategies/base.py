@@ -137,7 +137,8 @@ class EmotionModule(L.LightningModule):
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, total, s.warmup_ratio, s.min_lr_ratio)
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        schedule_config = {"scheduler": schedule, "interval": "step", "name": "train/lr"}  # logged name
+        return {"optimizer": optimizer, "lr_scheduler": schedule_config}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # LoRA: the adapters only (the base comes from model.path). Full fine-tuning: the whole

@@ -6,19 +6,26 @@ cache (``ambemo.data.cache``). ``setup`` reads the labels, opens the cache and p
 skipped; the loaders turn clips into model inputs with the strategy's ``PromptEncoder``
 (teacher-forced targets for training, left-padded prompts for evaluation). Audio reaches a
 training step only from the cache, already validated, so a bad file never breaks a step.
+
+Each process reads its own share of a split (``ShardSampler``: no Lightning DistributedSampler,
+whose padding would score some evaluation clips twice), and the training loader remembers how
+far into the epoch it is (``ResumableLoader``), so a resumed run continues with the next batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ambemo.data.cache import AudioCache
 from ambemo.data.corpus import Corpus, load_corpus
@@ -57,6 +64,79 @@ class ClipDataset(Dataset):
             cot=row.cot,
             latent=torch.tensor(row.latent, dtype=torch.float32) if row.latent is not None else None,
         )
+
+
+class ShardSampler(Sampler[int]):
+    """This process's share of a split, in a fixed order per epoch, startable mid-epoch.
+
+    Training (``shuffle``): a permutation seeded by ``(seed, epoch)``, dealt round-robin to the
+    ``world`` processes and padded by wrapping around so that every process takes the same number
+    of steps (DDP's gradient all-reduce needs that). Evaluation: the split in order, dealt
+    round-robin and never padded, so every clip is scored exactly once; ranks may then hold
+    different counts (each needs at least one clip). The order depends on the epoch only, never
+    on a running random state, which is what makes the data position resumable.
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.size, self.shuffle, self.seed, self.rank, self.world = size, shuffle, seed, rank, world
+        self.epoch = 0
+        self.start = 0
+        """Indices of this epoch's share to skip (set by ``ResumableLoader`` on resume)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every training epoch."""
+        self.epoch = epoch
+
+    def indices(self) -> list[int]:
+        """This process's indices for the current epoch."""
+        if not self.shuffle:
+            return list(range(self.rank, self.size, self.world))
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size).tolist()
+        total = math.ceil(self.size / self.world) * self.world
+        order = (order * math.ceil(total / self.size))[:total]
+        return order[self.rank :: self.world]
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.world) if self.shuffle else len(range(self.rank, self.size, self.world))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices()[self.start :])
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over a ``ShardSampler`` that saves its position: ``{"epoch", "batches"}`` served.
+
+    Lightning stores ``state_dict()`` of a training loader that has one in every checkpoint and
+    calls ``load_state_dict`` on resume (``ambemo.resume.ExactResume`` makes sure it is); the
+    next iteration, if it is over the saved epoch, then starts after the batches already trained
+    on. The position is applied when the first batch is drawn, not when ``iter()`` is called,
+    so a state loaded after the iterator was made still counts. (Lightning does not prefetch
+    from loaders with a length: "served" is exactly "trained on" when a step checkpoint is taken.)
+    """
+
+    sampler: ShardSampler
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.served = 0
+        self.resume_at: dict[str, int] | None = None
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        skip = 0
+        if self.resume_at is not None and self.resume_at["epoch"] == self.sampler.epoch:
+            skip = self.resume_at["batches"]
+        self.resume_at = None
+        self.sampler.start = skip * self.batch_size  # type: ignore[operator]
+        self.served = skip  # counts on from the resume point: a second preemption saves the true position
+        for batch in super().__iter__():
+            self.served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": self.served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resume_at = dict(state)
 
 
 @rank_zero_only
@@ -104,14 +184,22 @@ class EmotionDataModule(L.LightningDataModule):
         if not self.splits.get(split):
             raise ValueError(f"{self.corpus.source}: the {split} split is empty")  # type: ignore[union-attr]
         dataset = ClipDataset(self.splits[split], self.corpus.audio)  # type: ignore[union-attr]
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
+        trainer = self.trainer  # None outside a Trainer (e.g. a notebook iterating a loader)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if len(dataset) < world:
+            raise ValueError(
+                f"{self.corpus.source}: the {split} split has {len(dataset)} clips, fewer than the {world} "  # type: ignore[union-attr]
+                "processes: every process needs at least one (raise data.limit_eval/limit_train or use fewer devices)"
+            )
+        return ResumableLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=ShardSampler(len(dataset), shuffle, self.seed, rank, world),
             collate_fn=collate,
             num_workers=self.cfg.num_workers,
-            generator=generator if shuffle else None,
+            # Creating an iterator draws the workers' base seed from this generator; without one it
+            # would come from the global RNG, and a resumed run (one extra iterator) would diverge.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

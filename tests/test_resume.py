@@ -4,6 +4,7 @@ exactly the per-step losses and learning rates of the same run left uninterrupte
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import signal
 from pathlib import Path
@@ -14,7 +15,7 @@ from lightning.pytorch.callbacks import Callback
 
 import ambemo.train
 from ambemo.config import compose
-from ambemo.data.datamodule import ShardSampler
+from ambemo.data.datamodule import ResumableLoader, ShardSampler
 from ambemo.resume import AtomicCheckpointIO, find_resume_checkpoint
 from ambemo.train import RUN_DIR_ENV, train
 
@@ -145,3 +146,21 @@ def test_shard_sampler_order_is_a_function_of_the_epoch() -> None:
     assert list(sampler) == epoch0  # no hidden running state: a resumed process draws the same order
     sampler.start = 4
     assert list(sampler) == epoch0[4:]
+
+
+def test_loader_position_survives_two_resumes_in_one_epoch() -> None:
+    def loader() -> ResumableLoader:
+        return ResumableLoader(list(range(10)), batch_size=2, sampler=ShardSampler(10, shuffle=True, seed=1))
+
+    whole = [b.tolist() for b in loader()]
+    first = loader()
+    seen = [b.tolist() for b in itertools.islice(first, 2)]
+    second = loader()
+    second.load_state_dict(first.state_dict())
+    seen += [b.tolist() for b in itertools.islice(second, 1)]
+    assert second.state_dict() == {"epoch": 0, "batches": 3}  # counted from the epoch start, not the resume
+    third = loader()
+    third.load_state_dict(second.state_dict())
+    assert seen + [b.tolist() for b in third] == whole
+    third.sampler.set_epoch(1)
+    assert [b.tolist() for b in third] != whole  # the saved position applies to its own epoch only

@@ -135,6 +135,9 @@ class ExactResume(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         states = _collect_rng_states()
+        # numpy's key array as a tensor: the checkpoint then loads with torch.load(weights_only=True)
+        name, keys, *rest = states["numpy"]
+        states["numpy"] = (name, torch.from_numpy(keys.astype("int64")), *rest)
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1 and torch.distributed.is_initialized():
             gathered: list[Any] = [None] * trainer.world_size
@@ -168,6 +171,8 @@ class ExactResume(Callback):
                 loader.load_state_dict(state)
             self.loader_states = []
         if self.random_states is not None:
+            name, keys, *rest = self.random_states["numpy"]
+            self.random_states["numpy"] = (name, keys.numpy().astype("uint32"), *rest)
             _set_rng_states(self.random_states)
             self.random_states = None
 

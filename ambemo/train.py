@@ -269,8 +269,7 @@ def train(cfg: DictConfig) -> Path:
         # the checkpoint's weights are restored (on_fit_start would copy those).
         module.freeze_reference()
     if t.max_epochs != 0:  # max_epochs=0: evaluation only (zero-shot, cross-corpus)
-        # weights_only=False: our own checkpoints hold numpy and Python RNG states besides tensors
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=False)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""  # type: ignore[union-attr]
     test_ckpt = best if t.test_weights == "best" and best else None
     trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)

@@ -88,7 +88,7 @@ def test_preempted_run_resumes_exactly(
 
     checkpoint = find_resume_checkpoint(compose(None, [*overrides, "trainer.resume=auto"]))
     assert checkpoint is not None
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)  # plain tensors and containers
     assert saved["global_step"] == PREEMPT_AT
     assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "batches": PREEMPT_AT}]
 
@@ -101,7 +101,8 @@ def test_preempted_run_resumes_exactly(
 
 
 def test_resume_refuses_a_checkpoint_without_the_trainable_weights(tmp_path: Path, fast_overrides: list[str]) -> None:
-    cfg = compose("sft", [*fast_overrides, "logger=csv", "trainer.max_steps=1", "trainer.limit_val_batches=0"])
+    every_step = ["trainer.max_steps=1", "trainer.checkpoint_every_n_steps=1", "trainer.limit_val_batches=0"]
+    cfg = compose("sft", [*fast_overrides, "logger=csv", *every_step])
     checkpoint = train(cfg) / "checkpoints" / "last.ckpt"
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     dropped = sorted(state["state_dict"])[0]

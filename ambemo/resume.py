@@ -1,13 +1,15 @@
 """Exact, preemption-safe resume: what a checkpoint needs beyond Lightning's defaults.
 
 Lightning saves and restores the weights, the optimizer, the LR scheduler and the loop
-counters. For a resumed run to reproduce the losses of an uninterrupted one *exactly*, three
-more things must come back, and a checkpoint must never be half-written:
+counters. For a resumed run to reproduce the losses of an uninterrupted one *exactly*, more
+must come back, and a checkpoint must never be half-written:
 
-- the data position: ``EmotionDataModule``'s loaders record (epoch, batches served), which
-  Lightning stores with the fit loop and hands back on restore (``ambemo.data.datamodule``);
+- the data position: ``EmotionDataModule``'s training loader records (epoch, batches served),
+  which Lightning stores with the fit loop; ``ExactResume`` hands it back (``ambemo.data.datamodule``);
 - the random state of every process (torch CPU and CUDA, numpy, Python): dropout, reasoning
-  dropout and rollout sampling draw from it (``RandomStates``, one entry per rank);
+  dropout and rollout sampling draw from it (``ExactResume``, one entry per rank);
+- on-policy strategies' reference policy: the weights training *started* from, not the
+  checkpoint's (``ambemo.train`` snapshots it before the restore);
 - a stop on SIGTERM / SIGUSR1 at the next step boundary with a checkpoint taken exactly there
   (``PreemptionCheckpoint``), written atomically (``AtomicCheckpointIO``).
 
@@ -159,7 +161,8 @@ class ExactResume(Callback):
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         check_trainable_keys(pl_module, checkpoint["state_dict"], self.checkpoint or "the checkpoint")
-        self.loader_states = checkpoint["loops"]["fit_loop"]["state_dict"].get("combined_loader", [])
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})  # absent from weights-only checkpoints
+        self.loader_states = fit_loop.get("state_dict", {}).get("combined_loader", [])
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.loader_states:

@@ -260,11 +260,13 @@ class TrainerConfig:
     accelerator: str = "auto"
     """``cpu``, ``gpu`` or ``auto``."""
     devices: Any = 1
-    """Number of devices (or ``auto``)."""
+    """Devices per node (or ``auto``); with several, ``strategy=ddp`` runs one process each."""
     num_nodes: int = 1
-    """Number of nodes (multi-node DDP through Lightning's launchers)."""
+    """Number of nodes (multi-node DDP: launch one ``ambemo train`` per node with torchrun or srun,
+    see conf/trainer/ddp.yaml)."""
     strategy: str = "auto"
-    """Lightning strategy: ``auto``, ``ddp``, ``ddp_spawn`` ..."""
+    """Lightning strategy: ``auto`` or ``ddp`` (``ddp_spawn`` is refused: its processes cannot hand
+    the test predictions back to the one that writes the run folder)."""
     precision: str = "32-true"
     """Lightning precision: ``32-true``, ``bf16-mixed``, ``bf16-true`` ..."""
     max_epochs: int = 20
@@ -287,6 +289,14 @@ class TrainerConfig:
     """Weights that score the test split: ``best`` (lowest val JS seen; early stopping) or ``last``."""
     torch_threads: int = 0
     """CPU threads for torch (0 = leave torch's default)."""
+    checkpoint_every_n_steps: int = 0
+    """Also refresh ``checkpoints/last.ckpt`` every N optimizer steps (mid-epoch), for preemptible
+    jobs (0 = only at the end of each epoch and on SIGTERM/SIGUSR1)."""
+    resume: str | None = None
+    """Resume training exactly where a checkpoint left it (weights, optimizer, LR schedule, random
+    states, data position), in that checkpoint's run folder: a ``.ckpt`` file, a run folder (its
+    ``checkpoints/last.ckpt``), or ``auto`` (the newest unfinished run of this experiment under
+    ``out_dir`` with a ``last.ckpt``; none: start fresh). For requeued jobs."""
 
 
 @dataclass
@@ -505,6 +515,13 @@ def _check(cfg: DictConfig) -> None:
     for key in ("data.batch_size", "data.eval_batch_size", "strategy.max_new_tokens"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"'{key}' must be >= 1")
+    if cfg.trainer.strategy.startswith(("ddp_spawn", "ddp_notebook", "ddp_fork")):
+        raise ConfigError(
+            f"trainer.strategy={cfg.trainer.strategy}: use trainer.strategy=ddp (trainer=ddp). Spawned processes "
+            "cannot hand the test predictions back to the process that writes the run folder"
+        )
+    if cfg.trainer.checkpoint_every_n_steps < 0:
+        raise ConfigError("'trainer.checkpoint_every_n_steps' must be >= 0")
     if not 0.0 <= cfg.strategy.cot_token_dropout < 1.0:
         raise ConfigError("'strategy.cot_token_dropout' must be in [0, 1)")
     if cfg.strategy.name == "grpo" and cfg.strategy.include_curated and not cfg.strategy.use_cot:

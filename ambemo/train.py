@@ -4,6 +4,7 @@ Every run writes ``<out_dir>/<experiment>/<timestamp>/``:
 
 - ``config.yaml``       the resolved config (no secrets: keys come from the environment only);
 - ``checkpoints/``      ``last.ckpt`` (and ``best-*.ckpt`` by val JS), trainable weights only;
+                        ``last.ckpt`` also holds what an exact resume needs (``ambemo.resume``);
 - ``metrics.csv``       per-step and per-validation metrics (Lightning's CSVLogger);
 - ``wandb/``            the W&B run (offline unless WANDB_API_KEY is set), when logger=wandb;
 - ``predictions.jsonl`` test split: ``{"id", "distribution", "target"[, "reasoning", "format_ok"]}``,
@@ -14,12 +15,16 @@ Every run writes ``<out_dir>/<experiment>/<timestamp>/``:
   the same metric keys as ``ambemo score``.
 - ``plots/``            test-split figures and tables (``ambemo.plots``), also logged to W&B.
 
+Only global rank 0 writes files (config, results, the checkpoint, the W&B run). ``trainer.resume``
+continues a run in its own folder (see ``ambemo.resume``).
+
 The test split is scored with the weights of the lowest validation JS (``trainer.test_weights=best``,
 early stopping on the validation split) or the final ones (``last``); ``summary.json`` says which.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import time
@@ -28,7 +33,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig
 
@@ -37,22 +42,52 @@ from ambemo.data.datamodule import EmotionDataModule
 from ambemo.logging_wandb import log_test_results, public_config
 from ambemo.metrics.metrics import score_distributions
 from ambemo.model.backbone import count_parameters, load_backbone
+from ambemo.resume import (
+    LAST,
+    AtomicCheckpointIO,
+    ExactResume,
+    PreemptionCheckpoint,
+    check_trainable_keys,
+    find_resume_checkpoint,
+    run_dir_of,
+)
 from ambemo.strategies import EmotionModule, build_strategy
+from ambemo.strategies.base import OnPolicyModule
 
 RUN_DIR_ENV = "AMBEMO_RUN_DIR"  # shared by DDP ranks: Lightning re-launches them with our environment
 TABLE_KEYS = ("js", "bc", "r2", "brier", "accuracy", "macro_f1", "format_ok_rate")
 
 
-def make_run_dir(cfg: DictConfig) -> Path:
-    """``<out_dir>/<experiment>/<timestamp>``, created once and shared with DDP ranks via the environment."""
+def make_run_dir(cfg: DictConfig, resume: Path | None = None) -> Path:
+    """``<out_dir>/<experiment>/<timestamp>``, created once and shared with DDP ranks via the environment.
+
+    A resumed run continues in its checkpoint's folder. Processes started by an external launcher
+    (torchrun, srun) each get here on their own, so their folder is named after the job instead.
+    """
     if os.environ.get(RUN_DIR_ENV):
         run_dir = Path(os.environ[RUN_DIR_ENV])
+    elif resume is not None and (previous := run_dir_of(resume)) is not None:
+        run_dir = previous
     else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        run_dir = Path(cfg.out_dir) / cfg.experiment / stamp
-        os.environ[RUN_DIR_ENV] = str(run_dir)
+        name = launcher_job_name() or datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        run_dir = Path(cfg.out_dir) / cfg.experiment / name
+    os.environ[RUN_DIR_ENV] = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def launcher_job_name() -> str | None:
+    """``job-<id>`` when torchrun or srun started several processes of this run, else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        return None
+    for var in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID"):
+        value = os.environ.get(var, "none")
+        if value != "none":
+            return f"job-{value}"
+    raise RuntimeError(
+        f"several processes were launched without a job id to name their shared run folder: "
+        f"give torchrun --rdzv-id=<unique id>, or export {RUN_DIR_ENV}=<folder> to every process"
+    )
 
 
 def make_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
@@ -137,15 +172,47 @@ def resolve_init(cfg: DictConfig) -> Path | None:
 def load_weights(module: EmotionModule, checkpoint: Path) -> None:
     """Load a checkpoint's weights into the module; every trainable tensor must be covered."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
-    result = module.load_state_dict(state, strict=False)
-    trainable = {f"model.{n}" for n, p in module.model.named_parameters() if p.requires_grad}
-    missing = sorted(trainable & set(result.missing_keys))
-    if missing or result.unexpected_keys:
-        raise ValueError(
-            f"{checkpoint} does not fit this model: {len(missing)} trainable tensors missing (e.g. {missing[:3]}), "
-            f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:3]}). Was it trained with "
-            "the same model.* settings (size, finetune, LoRA rank)?"
-        )
+    check_trainable_keys(module, state, checkpoint)
+    module.load_state_dict(state, strict=False)
+
+
+def keep_earlier_metrics(trainer: L.Trainer, run_dir: Path, resume: Path) -> None:
+    """Carry the rows of ``metrics.csv`` logged before the resume point into the resumed run's.
+
+    Lightning's CSV logger starts a fresh file where one exists. Rows that the interrupted run
+    logged after its checkpoint are dropped: the resumed run logs those steps again.
+    """
+    previous = run_dir / "metrics.csv"
+    if not previous.exists():
+        return
+    # mmap: only the step is needed, not the weights read into memory
+    step = torch.load(resume, map_location="cpu", mmap=True, weights_only=False)["global_step"]
+    with open(previous, newline="") as f:
+        rows = [{k: v for k, v in r.items() if v != ""} for r in csv.DictReader(f) if int(r["step"]) < step]
+    logger = next(x for x in trainer.loggers if isinstance(x, CSVLogger))
+    logger.experiment.metrics[:0] = rows  # creating the writer removes the old file; these rows go first
+
+
+def make_callbacks(cfg: DictConfig, run_dir: Path, resume: Path | None) -> list[Callback]:
+    """Checkpointing (best by val JS, last every epoch / N steps / on preemption), exact resume, progress."""
+    folder = run_dir / "checkpoints"
+    every = cfg.trainer.checkpoint_every_n_steps
+    return [
+        ExactResume(cfg.seed, resume),
+        # best-*.ckpt by val JS, and last.ckpt every epoch. (One callback with save_last=True
+        # would only refresh last.ckpt when the best improves.)
+        ModelCheckpoint(dirpath=folder, filename="best-{epoch}", monitor="val/js", mode="min"),
+        ModelCheckpoint(dirpath=folder, filename="last", enable_version_counter=False),
+        # Lightning takes either epoch or step triggers per callback: the mid-epoch one is separate.
+        *(
+            [ModelCheckpoint(dirpath=folder, filename="last", enable_version_counter=False, every_n_train_steps=every)]
+            if every
+            else []
+        ),
+        PreemptionCheckpoint(folder / LAST),
+        LearningRateMonitor(logging_interval="step"),
+        TQDMProgressBar(refresh_rate=10),
+    ]
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
@@ -161,10 +228,10 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
 def train(cfg: DictConfig) -> Path:
     """Train and test one configured run; returns its run folder."""
     started = time.time()
-    run_dir = make_run_dir(cfg)
+    resume = find_resume_checkpoint(cfg)
+    run_dir = make_run_dir(cfg, resume)
     if cfg.trainer.torch_threads:
         torch.set_num_threads(cfg.trainer.torch_threads)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
 
     init = resolve_init(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -194,42 +261,48 @@ def train(cfg: DictConfig) -> Path:
         fast_dev_run=t.fast_dev_run,
         limit_val_batches=t.limit_val_batches,
         logger=make_loggers(cfg, run_dir),
-        callbacks=[
-            # best-*.ckpt by val JS, and last.ckpt every epoch. (One callback with save_last=True
-            # would only refresh last.ckpt when the best improves.)
-            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch}", monitor="val/js", mode="min"),
-            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
-            LearningRateMonitor(logging_interval="step"),
-            TQDMProgressBar(refresh_rate=10),
-        ],
+        callbacks=make_callbacks(cfg, run_dir, resume),
+        plugins=[AtomicCheckpointIO()],
+        # each process's share comes from EmotionDataModule (no padded duplicates in evaluation)
+        use_distributed_sampler=False,
         enable_model_summary=False,
         deterministic=False,
     )
     if trainer.is_global_zero:
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
         print(f"[ambemo] run folder: {run_dir}")
         print(f"[ambemo] trainable parameters: {trainable:,} of {total:,}")
-    if t.max_epochs != 0:  # max_epochs=0: evaluation only (zero-shot, cross-corpus)
-        trainer.fit(module, datamodule=datamodule)
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""  # type: ignore[union-attr]
-    test_ckpt = best if t.test_weights == "best" and best else None
-    trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)
+        if resume is not None:
+            print(f"[ambemo] resuming from {resume}")
+            keep_earlier_metrics(trainer, run_dir, resume)
+    if resume is not None and isinstance(module, OnPolicyModule):
+        # The reference policy is the weights training started from: snapshot them now, before
+        # the checkpoint's weights are restored (on_fit_start would copy those).
+        module.freeze_reference()
+    try:
+        if t.max_epochs != 0:  # max_epochs=0: evaluation only (zero-shot, cross-corpus)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""  # type: ignore[union-attr]
+        test_ckpt = best if t.test_weights == "best" and best else None
+        trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)
 
-    if trainer.is_global_zero:
-        # The test weights are loaded now: choose the ambiguity threshold on the validation split.
-        from ambemo.inference.ambiguity import calibrate
+        if trainer.is_global_zero:
+            # The test weights are loaded now: choose the ambiguity threshold on the validation split.
+            from ambemo.inference.ambiguity import calibrate
 
-        device = trainer.strategy.root_device  # Lightning moved the module back to the CPU after testing
-        module.to(device).eval()
-        calibrate(module.read, datamodule.val_dataloader(), device, t.precision, run_dir)
-        weights = Path(test_ckpt).name if test_ckpt else "final weights"
-        write_results(cfg, run_dir, module, datamodule, weights, trainable, total, time.time() - started)
-        log_test_results(cfg, run_dir, module.test_rows)  # plots/ and the W&B table and images
-    if cfg.logger.name == "wandb" and trainer.is_global_zero:
-        # Close this run's W&B run: a later run in the same process (a dependency trained first,
-        # a notebook, a sweep) would otherwise log into it.
-        import wandb
+            device = trainer.strategy.root_device  # Lightning moved the module back to the CPU after testing
+            module.to(device).eval()
+            calibrate(module.read, datamodule.val_dataloader(), device, t.precision, run_dir)
+            weights = Path(test_ckpt).name if test_ckpt else "final weights"
+            write_results(cfg, run_dir, module, datamodule, weights, trainable, total, time.time() - started)
+            log_test_results(cfg, run_dir, module.test_rows)  # plots/ and the W&B table and images
+    finally:
+        if cfg.logger.name == "wandb" and trainer.is_global_zero:
+            # Close this run's W&B run, also when training failed: a later run in the same process
+            # (a dependency trained first, a notebook, a sweep) would otherwise log into it.
+            import wandb
 
-        wandb.finish()
+            wandb.finish()
     return run_dir
 
 

@@ -8,7 +8,7 @@ import torch
 from test_readout import _clips
 
 from ambemo.config import compose
-from ambemo.data.datamodule import EmotionDataModule, LengthGroupedSampler
+from ambemo.data.datamodule import EmotionDataModule, ShardSampler
 from ambemo.model.backbone import load_backbone
 from ambemo.model.readout import class_logits, forward_logits, gather_rows
 from ambemo.objectives.distribution import readout_kl, target_token_cross_entropy, token_cross_entropy
@@ -51,10 +51,12 @@ def test_sft_step_loss_equals_the_plain_full_logits_loss() -> None:
 
 def test_length_grouped_batches_are_homogeneous_and_reshuffled() -> None:
     lengths = torch.rand(400, generator=torch.Generator().manual_seed(0)).mul(100).tolist()
-    sampler = LengthGroupedSampler(lengths, batch_size=8, seed=0, group_batches=10)
-    first, second = list(sampler), list(sampler)
+    sampler = ShardSampler(400, shuffle=True, seed=0, lengths=lengths, batch_size=8)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    second = list(sampler)
     assert sorted(first) == list(range(400)) and first != second  # each index once; a new order per epoch
-    assert list(LengthGroupedSampler(lengths, 8, seed=0, group_batches=10)) == first  # seeded
+    assert list(ShardSampler(400, True, 0, lengths=lengths, batch_size=8)) == first  # a function of (seed, epoch)
 
     def spread(order: list[int]) -> float:  # mean (max - min) length within a batch
         batches = [order[i : i + 8] for i in range(0, len(order), 8)]
@@ -68,6 +70,6 @@ def test_datamodule_buckets_training_batches_when_asked(small_corpus: Path, fast
     cfg = compose("sft_cot", [*fast_overrides, "data.bucket_by_length=true"])
     module = build_strategy(cfg, load_backbone(cfg.model, cfg.data.classes))
     loader = EmotionDataModule(cfg.data, module.encoder).train_dataloader()
-    assert isinstance(loader.sampler, LengthGroupedSampler) and len(loader.sampler) == 48
+    assert loader.sampler.lengths is not None and len(loader.sampler) == 48
     batch = next(iter(loader))
     assert batch["input_ids"].shape[0] == 8

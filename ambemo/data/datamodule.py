@@ -6,15 +6,22 @@ cache (``ambemo.data.cache``). ``setup`` reads the labels, opens the cache and p
 skipped; the loaders turn clips into model inputs with the strategy's ``PromptEncoder``
 (teacher-forced targets for training, left-padded prompts for evaluation). Audio reaches a
 training step only from the cache, already validated, so a bad file never breaks a step.
+
+Each process reads its own share of a split (``ShardSampler``: no Lightning DistributedSampler,
+whose padding would score some evaluation clips twice), and the training loader remembers how
+far into the epoch it is (``ResumableLoader``), so a resumed run continues with the next batch.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
@@ -41,32 +48,22 @@ AUDIO_TOKENS_PER_SECOND = 25  # Qwen2-Audio: 750 audio tokens per 30 s window
 CHARS_PER_TOKEN = 4
 
 
-class LengthGroupedSampler(Sampler[int]):
+def length_grouped_order(
+    lengths: Sequence[float], batch_size: int, rng: np.random.Generator, group_batches: int = 50
+) -> list[int]:
     """A random order in which each run of ``batch_size`` indices has similar lengths.
 
-    Each pass: shuffle, cut into groups of ``group_batches`` batches, sort each group by length
-    (longest first), cut it into batches, shuffle the batches. As in HF's LengthGroupedSampler.
-    The generator persists, so every epoch draws a new order; every DDP rank draws the same one
-    (Lightning then gives each rank its share).
+    Shuffle, cut into groups of ``group_batches`` batches, sort each group by length (longest
+    first), cut it into batches, shuffle the batches: as HF's LengthGroupedSampler, but drawn
+    from ``rng`` so that ``ShardSampler`` can make it a function of (seed, epoch).
     """
-
-    def __init__(self, lengths: Sequence[float], batch_size: int, seed: int, group_batches: int = 50) -> None:
-        self.lengths = list(lengths)
-        self.batch_size = batch_size
-        self.group = batch_size * group_batches
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self) -> Iterator[int]:
-        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
-        batches: list[list[int]] = []
-        for start in range(0, len(order), self.group):
-            group = sorted(order[start : start + self.group], key=lambda i: -self.lengths[i])
-            batches.extend(group[i : i + self.batch_size] for i in range(0, len(group), self.batch_size))
-        for b in torch.randperm(len(batches), generator=self.generator).tolist():
-            yield from batches[b]
+    order = rng.permutation(len(lengths)).tolist()
+    group = batch_size * group_batches
+    batches: list[list[int]] = []
+    for start in range(0, len(order), group):
+        ranked = sorted(order[start : start + group], key=lambda i: -lengths[i])
+        batches.extend(ranked[i : i + batch_size] for i in range(0, len(ranked), batch_size))
+    return [i for b in rng.permutation(len(batches)).tolist() for i in batches[b]]
 
 
 def estimated_tokens(rows: Sequence[Utterance], seconds: Sequence[float], max_seconds: float | None) -> list[float]:
@@ -98,6 +95,95 @@ class ClipDataset(Dataset):
             cot=row.cot,
             latent=torch.tensor(row.latent, dtype=torch.float32) if row.latent is not None else None,
         )
+
+
+class ShardSampler(Sampler[int]):
+    """This process's share of a split, in a fixed order per epoch, startable mid-epoch.
+
+    Training (``shuffle``): a permutation seeded by ``(seed, epoch)``, dealt round-robin to the
+    ``world`` processes and padded by wrapping around so that every process takes the same number
+    of steps (DDP's gradient all-reduce needs that). Evaluation: the split in order, dealt
+    round-robin and never padded, so every clip is scored exactly once; ranks may then hold
+    different counts (each needs at least one clip). The order depends on the epoch only, never
+    on a running random state, which is what makes the data position resumable.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        lengths: Sequence[float] | None = None,
+        batch_size: int = 1,
+    ) -> None:
+        self.size, self.shuffle, self.seed, self.rank, self.world = size, shuffle, seed, rank, world
+        # lengths: the training order is grouped into batches of similar length (data.bucket_by_length);
+        # each process's batches stay homogeneous because a sorted run spans all `world` batches of a step
+        self.lengths, self.batch_size = lengths, batch_size
+        self.epoch = 0
+        self.start = 0
+        """Indices of this epoch's share to skip (set by ``ResumableLoader`` on resume)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every training epoch."""
+        self.epoch = epoch
+
+    def indices(self) -> list[int]:
+        """This process's indices for the current epoch."""
+        if not self.shuffle:
+            return list(range(self.rank, self.size, self.world))
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.lengths is not None:
+            order = length_grouped_order(self.lengths, self.batch_size * self.world, rng)
+        else:
+            order = rng.permutation(self.size).tolist()
+        total = math.ceil(self.size / self.world) * self.world
+        order = (order * math.ceil(total / self.size))[:total]
+        return order[self.rank :: self.world]
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.world) if self.shuffle else len(range(self.rank, self.size, self.world))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices()[self.start :])
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader over a ``ShardSampler`` that saves its position: ``{"epoch", "batches"}`` served.
+
+    Lightning stores ``state_dict()`` of a training loader that has one in every checkpoint and
+    calls ``load_state_dict`` on resume (``ambemo.resume.ExactResume`` makes sure it is); the
+    next iteration, if it is over the saved epoch, then starts after the batches already trained
+    on. The position is applied when the first batch is drawn, not when ``iter()`` is called,
+    so a state loaded after the iterator was made still counts. (Lightning does not prefetch
+    from loaders with a length: "served" is exactly "trained on" when a step checkpoint is taken.)
+    """
+
+    sampler: ShardSampler
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.served = 0
+        self.resume_at: dict[str, int] | None = None
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        skip = 0
+        if self.resume_at is not None and self.resume_at["epoch"] == self.sampler.epoch:
+            skip = self.resume_at["batches"]
+        self.resume_at = None
+        self.sampler.start = skip * self.batch_size  # type: ignore[operator]
+        self.served = skip  # counts on from the resume point: a second preemption saves the true position
+        for batch in super().__iter__():
+            self.served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": self.served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resume_at = dict(state)
 
 
 @rank_zero_only
@@ -146,20 +232,26 @@ class EmotionDataModule(L.LightningDataModule):
             raise ValueError(f"{self.corpus.source}: the {split} split is empty")  # type: ignore[union-attr]
         rows = self.splits[split]
         dataset = ClipDataset(rows, self.corpus.audio)  # type: ignore[union-attr]
-        generator = torch.Generator().manual_seed(self.seed)
-        sampler = None
+        trainer = self.trainer  # None outside a Trainer (e.g. a notebook iterating a loader)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if len(dataset) < world:
+            raise ValueError(
+                f"{self.corpus.source}: the {split} split has {len(dataset)} clips, fewer than the {world} "  # type: ignore[union-attr]
+                "processes: every process needs at least one (raise data.limit_eval/limit_train or use fewer devices)"
+            )
+        lengths = None
         if shuffle and self.cfg.bucket_by_length:
             seconds = self.corpus.audio.seconds([r.id for r in rows])  # type: ignore[union-attr]
             lengths = estimated_tokens(rows, seconds.tolist(), self.cfg.max_seconds)
-            sampler, shuffle = LengthGroupedSampler(lengths, batch_size, self.seed), False
-        return DataLoader(
+        return ResumableLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
-            sampler=sampler,
+            sampler=ShardSampler(len(dataset), shuffle, self.seed, rank, world, lengths, batch_size),
             collate_fn=collate,
             num_workers=self.cfg.num_workers,
-            generator=generator if shuffle else None,
+            # Creating an iterator draws the workers' base seed from this generator; without one it
+            # would come from the global RNG, and a resumed run (one extra iterator) would diverge.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -207,6 +207,12 @@ class OnPolicyModule(EmotionModule):
         self.model.train(was_training)
         return repeated, reasoning, distribution
 
+    def zero_loss(self) -> torch.Tensor:
+        """A loss of 0 that reaches every trainable weight. Under DDP every rank must run a
+        backward over the same parameters (the gradient all-reduce waits for all of them), even a
+        rank whose batch has nothing to learn from; returning None there would hang the others."""
+        return sum((p * 0).sum() for p in self.model.parameters() if p.requires_grad)  # type: ignore[return-value]
+
     def answer_log_probs(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         """Without reasoning the policy *is* the read-out: log p_hat over the classes at the
         answer slot, (B, C), from the logits of ``self.model`` or ``self.reference_logits``."""

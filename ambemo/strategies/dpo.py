@@ -17,7 +17,8 @@ those answers. KL and the majority-answer CE are then taken on every utterance o
 
 Assumptions: the reference policy is the starting weights (LoRA: adapters
 disabled; full fine-tuning: a frozen copy taken at the start of fit). Utterances whose rollouts
-are all close enough are skipped and counted; a batch with none left skips the step.
+are all close enough are skipped and counted; a batch with none left takes a zero-gradient step
+(not a skipped one, so that DDP ranks stay in step; AdamW's momentum and weight decay still act).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class DPOModule(OnPolicyModule):
             batch_size=size,
         )
         if not keep:
-            return None  # nothing to prefer against: Lightning skips this optimizer step
+            return self.zero_loss()  # nothing to prefer against (not None: DDP ranks must all step)
 
         chosen = [curated[i] for i in keep]
         rejected = [rollouts.ids[i * n + int(worst[i])] for i in keep]

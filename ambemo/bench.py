@@ -147,13 +147,15 @@ def _train_step(module: EmotionModule, batch: dict, optimizer: torch.optim.Optim
         module.model.train()
         if not module.automatic_optimization:  # GRPO steps its optimizer itself: drive it with torch
             rollouts = module.rollouts(batch)  # type: ignore[attr-defined]
-            loss = module.optimise(rollouts, backward=torch.Tensor.backward, step=optimizer.step)  # type: ignore[attr-defined]
-            optimizer.zero_grad(set_to_none=True)
-            return loss
+
+            def step_and_zero() -> None:  # as the module's own step: each pass starts from zero gradients
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            return module.optimise(rollouts, backward=torch.Tensor.backward, step=step_and_zero)  # type: ignore[attr-defined]
         loss = module.training_step(batch, 0)
-        if loss is not None:  # DPO returns None when no rollout is far enough to reject
-            loss.backward()
-            optimizer.step()
+        loss.backward()
+        optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return loss
 

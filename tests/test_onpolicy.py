@@ -55,7 +55,7 @@ def test_sample_answers_follows_temperature_and_top_p() -> None:
     assert (OnPolicyModule.sample_answers(_sampler(0.05, 1.0), log_p, 200)[0] == 0).float().mean() > 0.99
 
 
-def test_grpoz_needs_reasoning_and_grpo_steps_its_own_optimizer() -> None:
+def test_grpo_config_checks_reasoning_passes_and_accumulation() -> None:
     with pytest.raises(ConfigError, match="include_curated"):
         compose("grpoz_cot", ["strategy.use_cot=false"])
     with pytest.raises(ConfigError, match="set one of them to 1"):

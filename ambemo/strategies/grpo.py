@@ -168,7 +168,8 @@ class GRPOModule(OnPolicyModule):
         """Without reasoning: K emotions drawn from p_hat, rewarded p_human(c) / p_old(c)."""
         s = self.cfg.strategy
         target = batch["target"]
-        log_p = self.answer_log_probs(forward_logits(self.model, batch), batch).detach()
+        with torch.no_grad():  # the sampling policy: no graph (each pass's ``score`` has its own)
+            log_p = self.answer_log_probs(forward_logits(self.model, batch), batch)
         drawn = self.sample_answers(log_p, s.group_size)  # (B, K)
         rewards = answer_reward(target, log_p, drawn)
         reference = None

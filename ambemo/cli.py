@@ -11,6 +11,8 @@
     ambemo sweep NAME|FILE.yaml [--trials N] [key=value ...]  # a W&B sweep file, run locally (optuna)
     ambemo predict MODEL AUDIO... [--out FILE.jsonl]   # MODEL: export folder, run folder or latest:NAME (--help)
     ambemo export RUN_DIR OUT_DIR                      # a model folder for applications (adapter, card, threshold)
+    ambemo serve MODEL [--host H --port P ...]         # HTTP API with dynamic batching (--help)
+    ambemo demo MODEL [--port P]                       # a page to upload or record a clip and see the prediction
     ambemo list                                        # experiments and building blocks
     ambemo bench [--size tiny|7b] [--group K] [--new-tokens N] [--json F]  # step and rollout speed (--help)
 
@@ -123,6 +125,18 @@ def _export(argv: list[str]) -> int:
     return export_main(argv)
 
 
+def _serve(argv: list[str]) -> int:
+    from ambemo.serve.cli import serve_main
+
+    return serve_main(argv)
+
+
+def _demo(argv: list[str]) -> int:
+    from ambemo.serve.cli import demo_main
+
+    return demo_main(argv)
+
+
 COMMANDS = {
     "train": _train,
     "score": _score,
@@ -134,6 +148,8 @@ COMMANDS = {
     "sweep": _sweep,
     "predict": _predict,
     "export": _export,
+    "serve": _serve,
+    "demo": _demo,
 }
 
 

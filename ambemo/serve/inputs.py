@@ -227,12 +227,8 @@ async def parse_form(http: HTTPRequest) -> Request:
         raise RequestError(422, "missing field 'audio': the audio file (e.g. curl -F audio=@clip.wav)", "bad_fields")
     if isinstance(audio, str):
         raise RequestError(422, "field 'audio' must be a file upload, not text (curl -F audio=@clip.wav)", "bad_fields")
-    texts = {}
-    for name in ("transcript", "reasoning", "id"):
-        value = form.get(name)
-        if value is not None and not isinstance(value, str):
-            raise RequestError(422, f"field {name!r} must be text, not a file", "bad_fields")
-        texts[name] = value
+    # At most one file (max_files=1) and it is `audio`: the other fields are text.
+    texts: dict[str, str | None] = {name: form.get(name) for name in ("transcript", "reasoning", "id")}  # type: ignore[misc]
     return Request(
         data=await audio.read(),
         filename=audio.filename,

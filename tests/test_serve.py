@@ -16,8 +16,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -359,38 +357,54 @@ def free_port() -> int:
 
 
 def test_sigterm_finishes_accepted_requests(exported: Path, clips: dict[str, Path], predicted: dict[str, dict]):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "ambemo.cli", "serve", str(exported), "--port", str(port), "--device", "cpu"]
-    command += ["--max-batch-size", "3", "--log-level", "warning"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """``ambemo serve`` itself, in this process's main thread (where uvicorn handles signals); clients and
+    the SIGTERM come from another thread."""
+    url = f"http://127.0.0.1:{free_port()}"
+    path = clips["b22k_stereo.flac"]
+    answers: list[httpx.Response] = []
+    failures: list[BaseException] = []
+
+    def client_side() -> None:
+        try:
+            wait_until(lambda: is_ready(url), 120, "the server to be ready")
+            with ThreadPoolExecutor(6) as pool:
+                sent = [pool.submit(post_file, url, path) for _ in range(6)]
+
+                def accepted() -> bool:
+                    text = httpx.get(f"{url}/metrics").text
+                    return "ambemo_requests_in_progress 6.0" in text and "ambemo_queue_depth 6.0" in text
+
+                wait_until(accepted, 3, "6 requests accepted and waiting for their batch")
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.5)
+                try:
+                    httpx.get(f"{url}/healthz")
+                    failures.append(AssertionError("a new connection was accepted after SIGTERM"))
+                except httpx.ConnectError:
+                    pass
+                answers.extend(future.result(timeout=120) for future in sent)
+        except BaseException as err:
+            failures.append(err)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # the server stops whatever happened (a second one is ignored)
+
+    # uvicorn re-raises the signal after its graceful shutdown: into this no-op instead of ending pytest.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    thread = threading.Thread(target=client_side, daemon=True)
+    thread.start()
     try:
-        wait_until(lambda: is_ready(url) or process.poll() is not None, 120, "the server to be ready")
-        assert process.poll() is None, process.stdout.read()
-        path = clips["b22k_stereo.flac"]
-        with ThreadPoolExecutor(6) as pool:
-            sent = [pool.submit(post_file, url, path) for _ in range(6)]
-
-            def accepted() -> bool:
-                text = httpx.get(f"{url}/metrics").text
-                return "ambemo_requests_in_progress 6.0" in text
-
-            wait_until(accepted, 60, "6 requests in progress")
-            process.send_signal(signal.SIGTERM)
-            time.sleep(0.5)
-            with pytest.raises(httpx.ConnectError):  # no new connections once shutting down
-                httpx.get(f"{url}/healthz")
-            answers = [future.result(timeout=120) for future in sent]
-        # uvicorn re-raises the signal once its graceful shutdown is done: the usual status of a SIGTERMed process
-        assert process.wait(timeout=60) == -signal.SIGTERM
+        # A batch waits up to 4 s to fill up to 8 clips: the 6 requests are all accepted and waiting when SIGTERM comes.
+        command = ["serve", str(exported), "--port", url.rsplit(":", 1)[1], "--device", "cpu", "--max-batch-size", "8"]
+        assert main([*command, "--max-wait-ms", "4000", "--log-level", "warning"]) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        thread.join(timeout=180)
+        signal.signal(signal.SIGTERM, previous)
+    if failures:
+        raise failures[0]
     assert [a.status_code for a in answers] == [200] * 6  # none lost
     for answer in answers:
         assert_same_prediction(answer.json(), predicted[path.name])
+        assert answer.json()["timings"]["batch_size"] == 6
 
 
 def test_load_32_clients(server: str, clips: dict[str, Path], predicted: dict[str, dict]):

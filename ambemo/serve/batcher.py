@@ -66,14 +66,16 @@ class Batcher:
         # One model thread: batches run one after another, never two at once on the same weights.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ambemo-model")
         self._worker: asyncio.Task | None = None
+        self._forming: list[Job] = []
+        """The batch being collected (taken from the queue, still waiting for its batch to start)."""
 
     def start(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._work(), name="ambemo-batcher")
 
     @property
     def depth(self) -> int:
-        """Requests waiting for a batch."""
-        return self.queue.qsize()
+        """Requests waiting for a batch (queued, or in the batch being collected)."""
+        return self.queue.qsize() + len(self._forming)
 
     def submit(self, item: Any) -> Job:
         """Queue ``item``; its ``Job.future`` resolves to its result. Raises ``QueueFull`` or ``Closed``."""
@@ -96,7 +98,7 @@ class Batcher:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.run_batch, items)
 
     async def _collect(self) -> list[Job]:
-        batch = [await self.queue.get()]
+        self._forming = batch = [await self.queue.get()]
         deadline = time.perf_counter() + self.max_wait_s
         while len(batch) < self.max_batch_size:
             left = deadline - time.perf_counter()
@@ -104,6 +106,7 @@ class Batcher:
                 batch.append(self.queue.get_nowait() if left <= 0 else await asyncio.wait_for(self.queue.get(), left))
             except (asyncio.QueueEmpty, TimeoutError):
                 break
+        self._forming = []
         return batch
 
     async def _work(self) -> None:

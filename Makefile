@@ -8,7 +8,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 TRIALS ?=
-.PHONY: help setup exp test lint format report data clean bench sweep sweep-local
+.PHONY: help setup exp test lint format report data clean bench sweep sweep-local browser
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -27,8 +27,14 @@ $(STAMP): pyproject.toml
 exp: setup ## Run an experiment: make exp NAME=sft_cot [ARGS="trainer.max_epochs=2 logger=csv"]
 	$(BIN)/ambemo train experiment=$(NAME) $(ARGS)
 
-test: setup ## Run the test suite (CPU, tiny model)
+test: setup browser ## Run the test suite (CPU, tiny model)
 	$(BIN)/python -m pytest -q $(ARGS)
+
+browser: ## Chromium + chromedriver for the demo-page test (apt-get, as root, only when missing)
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "make browser: no chromium/chromedriver and not root with apt-get: install them, or the demo-page test skips (fails with CI=true)"; fi
 
 lint: setup ## ruff check + format check
 	$(BIN)/ruff check .

@@ -171,7 +171,7 @@ class Gate:
 
 
 def gated_app(predictor: Predictor, **settings) -> tuple:
-    app = create_app(predictor, ServeSettings(warmup=False, **settings))
+    app = create_app(predictor, ServeSettings(**{"warmup": False, **settings}))
     gate = Gate(app.state.service.run_batch)
     app.state.service.run_batch = gate  # before the server starts: the batcher takes it then
     return app, gate, app.state.service
@@ -307,6 +307,22 @@ def test_request_timeout_and_the_server_keeps_serving(predictor: Predictor, clip
         app.state.service.settings.timeout_s = 120
         assert post_file(url, path).status_code == 200
     assert gate.batches == [1, 1]  # the request that timed out in the queue was never run
+
+
+def test_ready_only_once_warmed_up(predictor: Predictor, clips: dict[str, Path]):
+    app, gate, _ = gated_app(predictor, warmup=True)
+    with serving(app) as url:
+        try:
+            assert gate.entered.wait(60)  # the warm-up batch, held
+            assert httpx.get(f"{url}/healthz").status_code == 200
+            answer = httpx.get(f"{url}/readyz")
+            assert answer.status_code == 503 and answer.json()["reason"] == "the model is warming up"
+            early = post_file(url, clips["a16k.wav"])
+            assert early.status_code == 503 and early.headers["Retry-After"] == "5"
+        finally:
+            gate.release.set()
+        wait_until(lambda: is_ready(url), what="readiness after the warm-up")
+    assert gate.batches == [1]  # the early request was refused, not queued
 
 
 def test_api_key(

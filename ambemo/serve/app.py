@@ -103,7 +103,7 @@ def page_html() -> str:
 
 
 def warmup_clip(sample_rate: int) -> Clip:
-    """One second of a quiet tone with noise: a clip every model can read, to compile and cache before serving."""
+    """One second of a quiet tone with noise, read before serving: the first request pays no one-time costs."""
     t = np.arange(sample_rate, dtype=np.float32) / sample_rate
     noise = np.random.default_rng(0).standard_normal(sample_rate).astype(np.float32)
     return Clip("warmup", 0.1 * np.sin(2 * np.pi * 220 * t) + 0.01 * noise, "hello", target=None)

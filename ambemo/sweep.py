@@ -52,8 +52,8 @@ from typing import Any
 
 import yaml
 
+from ambemo.compat import logged_values, sweep_command
 from ambemo.config import PACKAGE_ROOT, ConfigError, compose, parse_overrides
-from ambemo.logging_wandb import logged_values
 
 SWEEPS_DIR = PACKAGE_ROOT / "experiments" / "sweeps"
 OVERRIDES_ENV = "AMBEMO_OVERRIDES"  # read by `ambemo train`; shlex-split key=value overrides
@@ -256,15 +256,12 @@ def check_parameters_compose(sweep: Sweep) -> None:
 def expand_command(sweep: Sweep, params: dict[str, Any], args_json_file: Path | None = None) -> list[str]:
     """The argv ``wandb agent`` would run for these parameter values.
 
-    Uses wandb's own ``create_sweep_command`` (``${envvar:NAME}``) and ``create_sweep_command_args``
-    (the ``${args...}`` forms), then substitutes whole-element macros as the agent does:
+    Uses wandb's own code (``ambemo.compat.sweep_command``: ``${envvar:NAME}`` and the
+    ``${args...}`` forms), then substitutes whole-element macros as the agent does:
     ``${interpreter}`` -> ``python``, ``${env}`` -> ``/usr/bin/env``, ``${program}``, and
     ``${args_json_file}`` (written here if the command uses it).
     """
-    from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
-
-    command = create_sweep_command(list(sweep.command))
-    sweep_vars: dict[str, Any] = create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})
+    command, sweep_vars = sweep_command(sweep.command, params)
     sweep_vars["interpreter"] = ["python"]
     sweep_vars["program"] = [sweep.spec.get("program")]
     if sys.platform != "win32":

@@ -37,6 +37,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig
 
+from ambemo.compat import prepend_logged_rows
 from ambemo.config import compose, to_yaml
 from ambemo.data.datamodule import EmotionDataModule
 from ambemo.logging_wandb import log_test_results, public_config
@@ -190,7 +191,7 @@ def keep_earlier_metrics(trainer: L.Trainer, run_dir: Path, resume: Path) -> Non
     with open(previous, newline="") as f:
         rows = [{k: v for k, v in r.items() if v != ""} for r in csv.DictReader(f) if int(r["step"]) < step]
     logger = next(x for x in trainer.loggers if isinstance(x, CSVLogger))
-    logger.experiment.metrics[:0] = rows  # creating the writer removes the old file; these rows go first
+    prepend_logged_rows(logger, rows)  # creating the writer removes the old file; these rows go first
 
 
 def make_callbacks(cfg: DictConfig, run_dir: Path, resume: Path | None) -> list[Callback]:

@@ -1,4 +1,4 @@
-"""torchmetrics Metrics for predicted vs human emotion distributions (DESIGN.md section 1).
+"""torchmetrics Metrics for predicted vs human emotion distributions (definitions: docs/method.md, "Metrics").
 
 Why sums only: under DDP torchmetrics reduces each state across ranks with its
 ``dist_reduce_fx``. Every state here is a sum (of per-utterance values, of counts, of
@@ -345,7 +345,7 @@ _COUNT_KEYS = ("r2_excluded", "n")
 
 
 class DistributionMetrics(MetricCollection):
-    """Every distribution metric of DESIGN.md section 1 in one object.
+    """Every distribution metric of docs/method.md ("Metrics") in one object.
 
     ``update(pred, target, format_ok=None)`` then ``compute() -> dict[str, float]`` with keys
     the JS key ("js" by default, see ``JensenShannon.key``), "bc", "r2", "r2_excluded",

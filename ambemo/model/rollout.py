@@ -2,7 +2,7 @@
 
 ``model.rollout_engine=fast`` (the default) generates with ``fast_sequences``; ``generate`` is the
 plain ``model.generate`` on K copies of each prompt, kept as the baseline (``ambemo bench``
-times both). What makes the fast path fast (DESIGN.md section 5):
+times both). What makes the fast path fast (docs/design.md, "Speed notes"):
 
 - the audio encoder and the shared prompt run once per prompt; the prompt's KV cache is then
   copied K times into a *static* cache (fixed shapes, so the decode step can be captured);

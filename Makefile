@@ -18,7 +18,7 @@ setup: $(STAMP) ## Create .venv with torch+torchaudio (a matching pair) and ambe
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first, then torchaudio against that same torch: see shared/reference/environment.md
+	# torch first, then torchaudio against that same torch: every torchaudio wheel is built for one torch
 	$(BIN)/python -m pip install -q torch==2.9.1
 	$(BIN)/python -m pip install -q torch==2.9.1 torchaudio==2.9.1
 	$(BIN)/python -m pip install -q -e '.[dev]'

@@ -15,7 +15,6 @@ with a W&B run under DDP (Lightning's WandbLogger is rank-zero only).
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from ambemo.compat import logged_values
 from ambemo.plots import ambiguity_buckets, load_predictions, read_predictions, utterance_rows, write_plots
 
 #: Config keys whose values are never sent anywhere: a key whose last ``_``-separated word names a
@@ -49,14 +49,6 @@ def redact(value: Any) -> Any:
 def public_config(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as a plain dict, secrets redacted: what the W&B run's config gets."""
     return redact(OmegaConf.to_container(cfg, resolve=True))
-
-
-def logged_values(metrics_csv: Path, key: str) -> list[float]:
-    """Every value of ``key`` in a run's metrics.csv (Lightning's CSVLogger), in logging order."""
-    if not metrics_csv.is_file():
-        return []
-    with open(metrics_csv, newline="") as f:
-        return [float(r[key]) for r in csv.DictReader(f) if r.get(key) not in (None, "")]
 
 
 @rank_zero_only

@@ -27,12 +27,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
+
+from ambemo.compat import collect_rng_states, set_rng_states
 
 LAST = "last.ckpt"
 
@@ -136,7 +137,7 @@ class ExactResume(Callback):
             L.seed_everything(self.seed + trainer.global_rank, workers=True, verbose=False)
 
     def state_dict(self) -> dict[str, Any]:
-        states = _collect_rng_states()
+        states = collect_rng_states()
         # numpy's key array as a tensor: the checkpoint then loads with torch.load(weights_only=True)
         name, keys, *rest = states["numpy"]
         states["numpy"] = (name, torch.from_numpy(keys.astype("int64")), *rest)
@@ -176,7 +177,7 @@ class ExactResume(Callback):
         if self.random_states is not None:
             name, keys, *rest = self.random_states["numpy"]
             self.random_states["numpy"] = (name, keys.numpy().astype("uint32"), *rest)
-            _set_rng_states(self.random_states)
+            set_rng_states(self.random_states)
             self.random_states = None
 
 

@@ -17,7 +17,11 @@ server, ``ambemo sweep`` (``make sweep-local NAME=...``) runs the same file here
 - the trial's value is the sweep metric read from its run folder: ``test/<key>`` from
   ``summary.json``, any other name from ``metrics.csv`` as the best value logged (min for
   ``minimize``, max for ``maximize``; the W&B run's summary holds the same for ``val/js``);
-- ``<out>/<sweep>/summary.md`` and ``summary.json`` list every trial and the best one.
+- ``<out>/<sweep>/summary.md`` and ``summary.json`` list every trial and the best one;
+- the optuna study is kept in ``<out>/<sweep>/optuna.journal``: the same command run again after
+  a kill resumes the sweep (the interrupted trial afresh with its parameters, then the rest;
+  finished trials are not repeated); another sweep file, ``--seed`` or override list there is
+  refused.
 
 Extra ``key=value`` arguments reach every trial through ``AMBEMO_OVERRIDES`` (see ``ambemo
 train``), before the sampled parameters, which therefore win.
@@ -38,6 +42,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -47,8 +52,8 @@ from typing import Any
 
 import yaml
 
+from ambemo.compat import logged_values, sweep_command
 from ambemo.config import PACKAGE_ROOT, ConfigError, compose, parse_overrides
-from ambemo.logging_wandb import logged_values
 
 SWEEPS_DIR = PACKAGE_ROOT / "experiments" / "sweeps"
 OVERRIDES_ENV = "AMBEMO_OVERRIDES"  # read by `ambemo train`; shlex-split key=value overrides
@@ -251,15 +256,12 @@ def check_parameters_compose(sweep: Sweep) -> None:
 def expand_command(sweep: Sweep, params: dict[str, Any], args_json_file: Path | None = None) -> list[str]:
     """The argv ``wandb agent`` would run for these parameter values.
 
-    Uses wandb's own ``create_sweep_command`` (``${envvar:NAME}``) and ``create_sweep_command_args``
-    (the ``${args...}`` forms), then substitutes whole-element macros as the agent does:
+    Uses wandb's own code (``ambemo.compat.sweep_command``: ``${envvar:NAME}`` and the
+    ``${args...}`` forms), then substitutes whole-element macros as the agent does:
     ``${interpreter}`` -> ``python``, ``${env}`` -> ``/usr/bin/env``, ``${program}``, and
     ``${args_json_file}`` (written here if the command uses it).
     """
-    from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
-
-    command = create_sweep_command(list(sweep.command))
-    sweep_vars: dict[str, Any] = create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})
+    command, sweep_vars = sweep_command(sweep.command, params)
     sweep_vars["interpreter"] = ["python"]
     sweep_vars["program"] = [sweep.spec.get("program")]
     if sys.platform != "win32":
@@ -363,53 +365,160 @@ def _trial_env(sweep: Sweep, run_dir: Path, extra: list[str]) -> dict[str, str]:
     return env
 
 
+STUDY_FILE = "optuna.journal"
+"""The sweep's optuna study, in its folder: an append-only journal, so a killed sweep resumes."""
+
+
+def _settings(sweep: Sweep, seed: int, extra: list[str]) -> dict[str, Any]:
+    """What makes two runs of ``ambemo sweep`` the same sweep (a resume continues only that)."""
+    return {"spec": json.loads(json.dumps(sweep.spec)), "seed": seed, "overrides": list(extra)}
+
+
+def open_study(sweep: Sweep, folder: Path, seed: int, extra: list[str]) -> Any:
+    """The sweep's study, stored in ``folder/optuna.journal``: created, or loaded to resume.
+
+    Resuming checks that the sweep file, seed and overrides are the ones the study started with
+    (else ``SweepError``), marks a trial left running by a killed sweep as failed and queues it
+    again with the same parameters (and grid point), so finished trials are never repeated.
+    """
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    journal = folder / STUDY_FILE
+    if not journal.is_file() and any(folder.glob("trial-*")):
+        # trial run folders are reused by name: a second sweep would mix its checkpoints and metrics in
+        raise SweepError(f"{folder} holds trials of an earlier sweep: move or delete it, or give --out OTHER_DIR")
+    folder.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(
+        study_name=sweep.name,
+        storage=JournalStorage(JournalFileBackend(str(journal))),
+        direction=sweep.goal,
+        sampler=sampler_for(sweep, seed),
+        load_if_exists=True,
+    )
+    settings = _settings(sweep, seed, extra)
+    if "settings" not in study.user_attrs:
+        study.set_user_attr("settings", settings)
+        return study
+    started = study.user_attrs["settings"]
+    changed = [key for key in settings if started.get(key) != settings[key]]
+    if changed:
+        was = "; ".join(f"{key} was {started.get(key)!r}" for key in changed if key != "spec")
+        raise SweepError(
+            f"{folder} holds a sweep started with another {' and '.join(changed)}"
+            f"{f' ({was})' if was else ' (the sweep file changed)'}: rerun it with the same file, --seed and "
+            "overrides to resume it, or give --out OTHER_DIR"
+        )
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(trial.number, state=TrialState.FAIL)  # one process runs a sweep: this one was killed
+    finished = {t.user_attrs["slot"] for t in study.trials if "seconds" in t.user_attrs}
+    interrupted = [t for t in study.get_trials(states=(TrialState.FAIL,)) if "seconds" not in t.user_attrs]
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    if interrupted and not waiting and interrupted[-1].user_attrs.get("slot") not in finished:
+        last = interrupted[-1]  # queued again as it was: parameters, user and system (grid point) attributes
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.WAITING,
+                params=last.params,
+                distributions=last.distributions,
+                user_attrs=last.user_attrs,
+                system_attrs=last.system_attrs,
+            )
+        )
+    if sweep.spec["method"] != "grid":
+        # a sampler seeded as at the start would draw the first trials' parameters again (the grid
+        # sampler's seed sets its grid order instead, which must stay)
+        study.sampler = sampler_for(sweep, seed + len(study.trials))
+    return study
+
+
+def trial_records(study: Any) -> list[dict[str, Any]]:
+    """The finished trials of a sweep's study (complete or failed; not interrupted), in order."""
+    records = []
+    for t in sorted((t for t in study.trials if "seconds" in t.user_attrs), key=lambda t: t.user_attrs["slot"]):
+        attrs = t.user_attrs
+        record = {"trial": attrs["slot"], "params": attrs["params"], "run_dir": attrs["run_dir"]}
+        record |= {"command": attrs["command"], "seconds": attrs["seconds"]}
+        if t.state.name == "COMPLETE":
+            record.update(state="complete", value=t.value)
+        else:
+            record.update(state="failed", error=attrs.get("error", "interrupted"))
+        records.append(record)
+    return records
+
+
 def run_local(
     sweep: Sweep, trials: int | None, out_dir: Path, seed: int = 0, extra: list[str] | None = None
 ) -> dict[str, Any]:
-    """Run ``trials`` trials (default: the whole grid; required otherwise) and write the summary."""
+    """Run ``trials`` trials (default: the whole grid; required otherwise) and write the summary.
+
+    The study lives in ``<out>/<sweep>/optuna.journal``: the same command run again after a kill
+    goes on where the sweep stopped (the interrupted trial afresh, then the rest)."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is reported below, with its log file
     distributions = optuna_distributions(sweep)
     if trials is None:
         if sweep.spec["method"] != "grid":
             raise SweepError(f"{sweep.path}: a {sweep.spec['method']} sweep needs --trials N")
         trials = grid_size(sweep)
     folder = out_dir / sweep.name
-    if any(folder.glob("trial-*")):
-        # trial run folders are reused by name: a second sweep would mix its checkpoints and metrics in
-        raise SweepError(f"{folder} holds trials of an earlier sweep: move or delete it, or give --out OTHER_DIR")
-    folder.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(direction=sweep.goal, sampler=sampler_for(sweep, seed))
-    records: list[dict[str, Any]] = []
-    for k in range(trials):
-        trial = study.ask(distributions)
-        params = {
-            name: math.exp(v) if sweep.distributions[name] == "log_uniform" else v for name, v in trial.params.items()
-        }
+    study = open_study(sweep, folder, seed, extra or [])
+    done = len(trial_records(study))
+    if done:
+        print(f"[ambemo sweep] {sweep.name}: resuming; {done} trial(s) of {trials} already finished", flush=True)
+    slots = iter(range(done, trials))  # a queued interrupted trial comes first: it takes the next index
+
+    def objective(trial: optuna.Trial) -> float:
+        k = next(slots)
+        sampled = {name: suggest(trial, name, dist) for name, dist in distributions.items()}
+        params = {n: math.exp(v) if sweep.distributions[n] == "log_uniform" else v for n, v in sampled.items()}
         run_dir = folder / f"trial-{k}"
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if run_dir.exists():  # what the interrupted run of this trial left: start it clean
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
         command = expand_command(sweep, params, run_dir / "args.json")
+        for key, value in {"slot": k, "params": params, "run_dir": str(run_dir), "command": command}.items():
+            trial.set_user_attr(key, value)
         print(f"[ambemo sweep] {sweep.name} trial {k + 1}/{trials}: {shlex.join(command)}", flush=True)
         started = time.time()
         with open(run_dir / "sweep-output.log", "w") as log:
             code = subprocess.call(command, env=_trial_env(sweep, run_dir, extra or []), stdout=log, stderr=log)
-        record: dict[str, Any] = {"trial": k, "params": params, "run_dir": str(run_dir), "command": command}
-        record["seconds"] = round(time.time() - started, 1)
+        trial.set_user_attr("seconds", round(time.time() - started, 1))  # marks the trial finished, not killed
         try:
             if code != 0:
                 raise SweepError(f"exit code {code}; see {run_dir / 'sweep-output.log'}")
             value = trial_value(run_dir, sweep.metric, sweep.goal)
         except SweepError as err:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            record.update(state="failed", error=str(err))
+            trial.set_user_attr("error", str(err))
             print(f"[ambemo sweep] trial {k} failed: {err}", file=sys.stderr)
-        else:
-            study.tell(trial, value)
-            record.update(state="complete", value=value)
-            print(f"[ambemo sweep] trial {k}: {sweep.metric} = {value:.4f}")
-        records.append(record)
-    return write_summary(sweep, folder, records)
+            raise
+        print(f"[ambemo sweep] trial {k}: {sweep.metric} = {value:.4f}")
+        return value
+
+    if done < trials:
+        # optimize, not ask/tell: the grid sampler stops the study after the last grid point, which
+        # optuna allows only inside optimize
+        study.optimize(
+            objective,
+            n_trials=trials - done,
+            catch=(SweepError,),
+            callbacks=[lambda study, _: write_summary(sweep, folder, trial_records(study))],  # current after a kill
+        )
+    return write_summary(sweep, folder, trial_records(study))
+
+
+def suggest(trial: Any, name: str, dist: Any) -> Any:
+    """``trial``'s value for a parameter with one of ``optuna_distributions``' distributions."""
+    import optuna.distributions as D
+
+    if isinstance(dist, D.CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, D.IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
 def write_summary(sweep: Sweep, folder: Path, records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig
 
+from ambemo.compat import prepend_logged_rows
 from ambemo.config import compose, to_yaml
 from ambemo.data.datamodule import EmotionDataModule
 from ambemo.logging_wandb import log_test_results, public_config
@@ -171,7 +172,7 @@ def resolve_init(cfg: DictConfig) -> Path | None:
 
 def load_weights(module: EmotionModule, checkpoint: Path) -> None:
     """Load a checkpoint's weights into the module; every trainable tensor must be covered."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     check_trainable_keys(module, state, checkpoint)
     module.load_state_dict(state, strict=False)
 
@@ -186,11 +187,11 @@ def keep_earlier_metrics(trainer: L.Trainer, run_dir: Path, resume: Path) -> Non
     if not previous.exists():
         return
     # mmap: only the step is needed, not the weights read into memory
-    step = torch.load(resume, map_location="cpu", mmap=True, weights_only=False)["global_step"]
+    step = torch.load(resume, map_location="cpu", mmap=True, weights_only=True)["global_step"]
     with open(previous, newline="") as f:
         rows = [{k: v for k, v in r.items() if v != ""} for r in csv.DictReader(f) if int(r["step"]) < step]
     logger = next(x for x in trainer.loggers if isinstance(x, CSVLogger))
-    logger.experiment.metrics[:0] = rows  # creating the writer removes the old file; these rows go first
+    prepend_logged_rows(logger, rows)  # creating the writer removes the old file; these rows go first
 
 
 def make_callbacks(cfg: DictConfig, run_dir: Path, resume: Path | None) -> list[Callback]:
@@ -281,10 +282,10 @@ def train(cfg: DictConfig) -> Path:
         module.freeze_reference()
     try:
         if t.max_epochs != 0:  # max_epochs=0: evaluation only (zero-shot, cross-corpus)
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""  # type: ignore[union-attr]
         test_ckpt = best if t.test_weights == "best" and best else None
-        trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=test_ckpt, verbose=False, weights_only=True)
 
         if trainer.is_global_zero:
             # The test weights are loaded now: choose the ambiguity threshold on the validation split.

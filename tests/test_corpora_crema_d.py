@@ -1,4 +1,4 @@
-"""CREMA-D reader on the real vote table (shared/data/crema-d), with audio the tests generate."""
+"""CREMA-D reader on the real vote table (ambemo/data/assets), with audio the tests generate."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def test_real_table(tmp_path: Path) -> None:
     rows = read_crema_d(_copy(tmp_path), report=report)
     assert len(rows) == 7442 and len({r.speaker for r in rows}) == 91
     assert report.counts == {"vote rows of other modalities (not read)": 2 * 7442} and not report.skips
-    # Known statistics of the audio-only votes (shared/data/crema-d/README.md)
+    # Known statistics of the audio-only votes: mean distribution and mean normalised entropy
     mean = np.array([r.distribution for r in rows]).mean(0)
     assert mean == pytest.approx([0.1429, 0.1294, 0.1207, 0.0679, 0.4387, 0.1004], abs=1e-4)
     assert _entropy(rows) == pytest.approx(0.4627, abs=1e-4)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -157,3 +160,51 @@ def test_local_sweep_two_trials(fast_overrides: list[str], tmp_path: Path, monke
 def test_random_sweep_needs_a_trial_count(capsys: pytest.CaptureFixture[str]) -> None:
     assert sweep_main(["sft_cot"]) == 2
     assert "needs --trials" in capsys.readouterr().err
+
+
+# A trial program that stands in for `ambemo train` (seconds, not minutes): it writes the metric
+# into its run folder, logs each call, and kills the sweep process on its first run of trial-1.
+FAKE_TRAIN = """
+import json, os, signal, sys
+from pathlib import Path
+run = Path(os.environ["AMBEMO_RUN_DIR"])
+x = json.loads(Path(sys.argv[1]).read_text())["x"]
+with open(run.parent / "calls.log", "a") as log:
+    log.write(f"{run.name} {x}\\n")
+marker = run.parent / "kill-in-trial-1"
+if run.name == "trial-1" and marker.exists():
+    marker.unlink()
+    os.kill(os.getppid(), signal.SIGKILL)
+    sys.exit(1)
+(run / "summary.json").write_text(json.dumps({"test": {"js": x}}))
+"""
+
+
+@pytest.mark.parametrize("method", ["random", "grid"])
+def test_killed_sweep_resumes_without_repeating_trials(tmp_path: Path, method: str) -> None:
+    (tmp_path / "fake_train.py").write_text(FAKE_TRAIN)
+    x = "{min: 0.0, max: 1.0}" if method == "random" else "{values: [0.1, 0.2, 0.3]}"
+    sweep_file = tmp_path / "toy.yaml"
+    sweep_file.write_text(
+        f"method: {method}\nmetric: {{name: test/js, goal: minimize}}\nprogram: {tmp_path / 'fake_train.py'}\n"
+        f"command: ['${{interpreter}}', '${{program}}', '${{args_json_file}}']\nparameters: {{x: {x}}}\n"
+    )
+    out = tmp_path / "sweeps"
+    (out / "toy").mkdir(parents=True)
+    (out / "toy" / "kill-in-trial-1").touch()
+    args = [str(sweep_file), "--trials", "3", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    killed = subprocess.run([sys.executable, "-m", "ambemo.sweep", *args], env=env, capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL  # killed during its second trial, as a user's kill -9 would
+    assert sweep_main(args) == 0
+    calls = [line.split() for line in (out / "toy" / "calls.log").read_text().splitlines()]
+    assert [name for name, _ in calls] == ["trial-0", "trial-1", "trial-1", "trial-2"]  # trial 0 not repeated
+    assert calls[1][1] == calls[2][1]  # the interrupted trial ran again with its parameters
+    assert len({value for _, value in calls}) == 3  # and the resumed sampler drew a new point
+    summary = json.loads((out / "toy" / "summary.json").read_text())
+    assert (summary["trials"], summary["completed"]) == (3, 3)
+    assert [t["trial"] for t in summary["all"]] == [0, 1, 2]
+    assert [t["value"] for t in summary["all"]] == [float(value) for _, value in calls[:1] + calls[2:]]
+    assert sweep_main(args) == 0  # a finished sweep: nothing runs again
+    assert len((out / "toy" / "calls.log").read_text().splitlines()) == 4
+    assert sweep_main([*args, "--seed", "1"]) == 2  # another seed is another sweep: refused, not mixed

@@ -1,6 +1,6 @@
 """What the curator asks, the JSON schemas it asks for, and the local checks of every answer.
 
-Two calls per attempt (DESIGN.md section 1, "CoT curation"):
+Two calls per attempt (docs/method.md, "Structured chain of thought"):
 
 1. *Rationale*: audio (or measured acoustic descriptors), transcript and the listeners' vote
    distribution in; the four parts of ``ambemo.model.prompts.CoT`` out, as JSON.

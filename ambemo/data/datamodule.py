@@ -3,7 +3,7 @@
 ``prepare_data`` makes sure the corpus is ready on one process per node: the built-in corpus is
 generated on first use, and every corpus's audio is decoded, checked and resampled once into its
 cache (``ambemo.data.cache``). ``setup`` reads the labels, opens the cache and prints what was
-skipped; the loaders turn clips into model inputs with the strategy's ``PromptEncoder``
+skipped; the loaders turn clips into model inputs with the strategy's encoder (a ``ClipEncoder``)
 (teacher-forced targets for training, left-padded prompts for evaluation). Audio reaches a
 training step only from the cache, already validated, so a bad file never breaks a step.
 
@@ -28,9 +28,9 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ambemo.data.cache import AudioCache
+from ambemo.data.clip import Clip, ClipEncoder
 from ambemo.data.corpus import Corpus, load_corpus
 from ambemo.data.manifest import SPLITS, Utterance
-from ambemo.model.inputs import Clip, PromptEncoder
 
 
 def with_curated_cot(rows: list[Utterance], store: str | Path) -> list[Utterance]:
@@ -197,7 +197,7 @@ def _announce(corpus: Corpus, splits: dict[str, list[Utterance]]) -> None:
 class EmotionDataModule(L.LightningDataModule):
     """Serves train/val/test clips of one corpus to a strategy."""
 
-    def __init__(self, data_cfg: DictConfig, encoder: PromptEncoder, seed: int = 0) -> None:
+    def __init__(self, data_cfg: DictConfig, encoder: ClipEncoder, seed: int = 0) -> None:
         super().__init__()
         self.cfg = data_cfg
         self.encoder = encoder

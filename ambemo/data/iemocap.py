@@ -1,6 +1,6 @@
 """IEMOCAP from the official release folder: one vote distribution per utterance from its evaluators.
 
-Layout read (``data.root`` = ``IEMOCAP_full_release``; see shared/reference/iemocap-format.md)::
+Layout read (``data.root`` = ``IEMOCAP_full_release``, the release as distributed by its authors)::
 
     SessionN/dialog/EmoEvaluation/<dialog>.txt       labels (sub-folders are not read)
     SessionN/dialog/transcriptions/<dialog>.txt      transcripts

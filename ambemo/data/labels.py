@@ -1,8 +1,8 @@
 """Emotion label sets and the vote -> distribution rule shared by every corpus.
 
 A clip's human perceptual distribution is its annotator vote counts normalised to sum to 1
-(DESIGN.md section 1). Class order matters everywhere (metrics, read-out, predictions files),
-so each label set is a fixed tuple and every tensor of probabilities uses that order.
+(the paper's section 3.1; docs/method.md, "Task"). Class order matters everywhere (metrics,
+read-out, predictions files), so each label set is a fixed tuple and every tensor of probabilities uses that order.
 """
 
 from __future__ import annotations

@@ -381,7 +381,7 @@ def _distributions(clips: list[_Clip], attribute: str) -> np.ndarray:
 
 
 def score(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
-    """The reference metrics of predictions against vote distributions (DESIGN.md section 1 definitions)."""
+    """The reference metrics of predictions against vote distributions (definitions in docs/method.md)."""
     p, t = torch.as_tensor(pred, dtype=torch.float64), torch.as_tensor(target, dtype=torch.float64)
     r2, valid = pearson_r2(p, t)
     return {

@@ -4,7 +4,7 @@ Every function takes ``pred`` and ``target`` of shape ``(N, C)`` (rows are proba
 distributions in the same class order) and returns a tensor of shape ``(N,)``: one value per
 utterance. Averaging, counting and DDP reduction are the job of ``ambemo.metrics.metrics``.
 
-Conventions (DESIGN.md section 1): JS is the Jensen-Shannon *divergence* in bits by default
+Conventions (docs/method.md, "Metrics"): JS is the Jensen-Shannon *divergence* in bits by default
 (``base=2``, range [0, 1]); ``0 * log 0 = 0``; Brier is the sum of squares divided by C.
 """
 

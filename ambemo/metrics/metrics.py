@@ -1,4 +1,4 @@
-"""torchmetrics Metrics for predicted vs human emotion distributions (DESIGN.md section 1).
+"""torchmetrics Metrics for predicted vs human emotion distributions (definitions: docs/method.md, "Metrics").
 
 Why sums only: under DDP torchmetrics reduces each state across ranks with its
 ``dist_reduce_fx``. Every state here is a sum (of per-utterance values, of counts, of
@@ -9,6 +9,15 @@ whole dataset, not an average of per-rank averages.
 Float states are float64 and stay float64 even if a LightningModule is cast to bf16/fp16
 (``module.to(dtype)`` would otherwise convert them: torchmetrics only guards ``.half()``
 and friends): summing thousands of per-utterance values in half precision loses digits.
+
+Library or own code: majority accuracy and macro-F1 are torchmetrics' ``MulticlassAccuracy`` and
+``MulticlassF1Score`` on the argmax classes. The others are written here because no torchmetrics
+metric has their definition: JS, BC and per-utterance r2 are per-row means of the functions in
+``ambemo.metrics.functional``; Brier is the multi-class score against soft targets; pooled R2 is
+``R2Score(multioutput="variance_weighted")``, except that R2Score refuses fewer than two rows
+where ours reports NaN; the entropy correlation is ``PearsonCorrCoef`` on the two entropies, except
+that PearsonCorrCoef cannot ``merge_state`` (``DistributionMetrics.merge_state`` combines shards) and its states
+are not sums (kept here as moments, exact after a DDP sum).
 
 Class order: ``pred`` and ``target`` are ``(N, C)`` tensors with rows in the same class order.
 The "majority" class of a row is its argmax; ties go to the first class in that order.
@@ -24,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from ambemo.metrics import functional as F
 
@@ -238,45 +248,35 @@ class PooledR2(_SumStateMetric):
         return 1.0 - self.sse.sum() / sst if sst > 0 else torch.tensor(float("nan"), dtype=_F64)
 
 
-class _MajorityConfusion(_SumStateMetric):
-    """C x C confusion matrix of argmax(target) (rows) vs argmax(pred) (columns), as a sum state."""
-
-    higher_is_better = True
-
-    def __init__(self, num_classes: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.num_classes = num_classes
-        self._add_sum_state("confmat", _zeros(num_classes, num_classes, dtype=torch.long))
+class _OnMajorityClasses(Metric):
+    """Feeds a torchmetrics classification metric the majority classes: argmax(pred) vs argmax(target)."""
 
     def update(self, pred: Tensor, target: Tensor) -> None:
-        """Add a batch's majority classes to the confusion matrix."""
+        """Add a batch of ``(N, C)`` distributions as their argmax classes."""
         pred, target = _as_pair(pred, target)
-        cells = target.argmax(-1) * self.num_classes + pred.argmax(-1)
-        self.confmat += torch.bincount(cells, minlength=self.num_classes**2).view(self.num_classes, -1)
+        super().update(pred.argmax(-1), target.argmax(-1))  # type: ignore[call-arg]
 
 
-class MajorityAccuracy(_MajorityConfusion):
-    """Fraction of utterances whose predicted argmax is the majority-vote class."""
+class MajorityAccuracy(_OnMajorityClasses, MulticlassAccuracy):
+    """Fraction of utterances whose predicted argmax is the majority-vote class.
 
-    def compute(self) -> Tensor:
-        """Trace over total (NaN if empty)."""
-        return self.confmat.diagonal().sum().to(_F64) / self.confmat.sum()
+    torchmetrics' micro-averaged ``MulticlassAccuracy`` (its states are summed counts, so it is
+    exact across DDP ranks); 0 when nothing was seen."""
+
+    def __init__(self, num_classes: int, **kwargs: Any) -> None:
+        # argmax indices are always in range: torchmetrics' per-batch input checks would only cost time
+        super().__init__(num_classes, average="micro", validate_args=False, **kwargs)
 
 
-class MajorityMacroF1(_MajorityConfusion):
+class MajorityMacroF1(_OnMajorityClasses, MulticlassF1Score):
     """Macro-F1 of argmax vs majority class, averaged over classes present in target or pred.
 
-    Classes that never occur on either side have no defined F1 and would only inflate or
-    deflate the mean, so they are left out.
+    torchmetrics' macro ``MulticlassF1Score``, which leaves out classes that never occur on
+    either side (tp + fp + fn = 0): they have no defined F1 and would only move the mean.
     """
 
-    def compute(self) -> Tensor:
-        """Mean over present classes of F1_c = 2 tp / (2 tp + fp + fn) = 2 tp / (row_c + col_c)."""
-        cm = self.confmat.to(_F64)
-        tp = cm.diagonal()
-        support = cm.sum(1) + cm.sum(0)
-        present = support > 0
-        return (2 * tp[present] / support[present]).mean()
+    def __init__(self, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(num_classes, average="macro", validate_args=False, **kwargs)
 
 
 class EntropyCorrelation(_SumStateMetric):
@@ -345,7 +345,7 @@ _COUNT_KEYS = ("r2_excluded", "n")
 
 
 class DistributionMetrics(MetricCollection):
-    """Every distribution metric of DESIGN.md section 1 in one object.
+    """Every distribution metric of docs/method.md ("Metrics") in one object.
 
     ``update(pred, target, format_ok=None)`` then ``compute() -> dict[str, float]`` with keys
     the JS key ("js" by default, see ``JensenShannon.key``), "bc", "r2", "r2_excluded",

@@ -9,29 +9,12 @@ seen in training are exactly those that generation starts from.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 
+from ambemo.data.clip import Clip
 from ambemo.model.backbone import Backbone
 from ambemo.model.prompts import chat_prompt
-
-
-@dataclass
-class Clip:
-    """One utterance as the model sees it."""
-
-    id: str
-    audio: np.ndarray
-    """Mono float32 waveform at the backbone's sample rate."""
-    transcript: str | None
-    target: torch.Tensor | None
-    """Human vote distribution over the classes, shape (C,); None for unlabelled audio (``ambemo predict``)."""
-    cot: str | None = None
-    """Curated reasoning ending with the answer slot (training target), if any."""
-    latent: torch.Tensor | None = None
-    """For synthetic data: the distribution the clip was generated from (the oracle)."""
 
 
 def _pad(rows: Sequence[Sequence[int]], value: int, left: bool) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 The model's distribution is never parsed from text: after the reasoning comes a fixed answer
 slot (``ANSWER_SLOT``) and p_hat is the softmax over the LM-head logits of the class names at
-the slot's last token (see ``ambemo.model.readout``). The reasoning format follows DESIGN.md:
+the slot's last token (see ``ambemo.model.readout``). The reasoning format is the paper's
+structured CoT (docs/method.md):
 
     <keywords> ... </keywords>
     [Step1: Text Analysis] ...

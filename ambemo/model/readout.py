@@ -1,7 +1,7 @@
 """Reasoning generation and the distribution read-out.
 
 p_hat = softmax over the LM-head logits of the class names' first tokens at the answer slot's
-last token (DESIGN.md, "Read-out"). Nothing is parsed from text, so a distribution always
+last token (docs/method.md, "Read-out"). Nothing is parsed from text, so a distribution always
 exists and is differentiable. Whether the model *itself* reached a well-formed reasoning and
 answer slot is reported separately as ``format_ok``: when it did not, the slot is appended
 (forced) so a distribution can still be read, and the row counts against ``format_ok_rate``.

@@ -2,7 +2,7 @@
 
 ``model.rollout_engine=fast`` (the default) generates with ``fast_sequences``; ``generate`` is the
 plain ``model.generate`` on K copies of each prompt, kept as the baseline (``ambemo bench``
-times both). What makes the fast path fast (DESIGN.md section 5):
+times both). What makes the fast path fast (docs/design.md, "Speed notes"):
 
 - the audio encoder and the shared prompt run once per prompt; the prompt's KV cache is then
   copied K times into a *static* cache (fixed shapes, so the decode step can be captured);
@@ -34,6 +34,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from transformers import LogitsProcessorList, StaticCache
 
+from ambemo.compat import generate_sampling_rules
 from ambemo.model.readout import StopAfterSlot, unwrap
 
 ENGINES = ("fast", "generate")
@@ -68,14 +69,9 @@ def sampling_rules(
     top-p as the model's generation config and generate's defaults have them) and the EOS ids it
     would stop at, built by generate's helpers so the semantics cannot drift apart."""
     sampling = {"temperature": temperature, "top_p": top_p} if do_sample else {}
-    config, _ = model._prepare_generation_config(
-        None, do_sample=do_sample, suppress_tokens=list(suppress_ids), pad_token_id=pad_id, **sampling
+    return generate_sampling_rules(
+        model, prompt_ids, do_sample=do_sample, suppress_tokens=list(suppress_ids), pad_token_id=pad_id, **sampling
     )
-    model._prepare_special_tokens(config, True, device=prompt_ids.device)
-    processors = model._get_logits_processor(
-        config, prompt_ids.shape[1], prompt_ids, None, LogitsProcessorList(), device=prompt_ids.device, model_kwargs={}
-    )
-    return processors, config._eos_token_tensor
 
 
 def supports(model: torch.nn.Module) -> bool:

@@ -1,7 +1,8 @@
 """The ambiguity-aware objective and the token losses, as pure functions on tensors.
 
 ``readout_kl`` is KL(p_human || p_model) with p_model = softmax(class logits): the paper's
-L_dist written as the forward KL its sum defines (see shared/reference/paper.md section 4).
+L_dist written as the forward KL its sum defines (the paper's Eq. 2 writes KL(p_model || p_human)
+but sums p_human log(p_human / p_model); docs/method.md, "Objectives").
 Its gradient w.r.t. the logits is ``softmax(logits) - p_human``, the same as soft-label
 cross-entropy, which differs from it only by the constant entropy of p_human.
 """

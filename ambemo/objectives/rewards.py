@@ -1,6 +1,6 @@
 """Rewards for on-policy training (GRPO), as pure functions.
 
-r = -KL(p_human || p_hat) + format_weight * r_format (DESIGN.md, GRPO). The format reward is
+r = -KL(p_human || p_hat) + format_weight * r_format (docs/method.md, GRPO). The format reward is
 strict on purpose: a lax one is the first thing RL learns to game (empty sections, duplicated
 blocks, bare tags, endless text). ``format_reward`` is 1 only for a reasoning that
 ``parse_cot`` accepts (every marker exactly once, in order, non-empty parts, ending at the

@@ -217,6 +217,43 @@ def paired_table(rows: list[dict], baseline: str) -> str:
     return "\n".join([*lines, *(["", *notes] if notes else []), "", legend])
 
 
+#: What each strategy optimises, as logged in metrics.csv: it should rise (reward, margin,
+#: accuracy) or fall (KL); val/js is the validation JS.
+TRAINING_SIGNALS = ("train/reward", "train/reward_margin", "train/reward_accuracy", "train/kl", "val/js")
+
+
+def training_signal(run_dir: Path) -> dict[str, tuple[float, float]]:
+    """signal -> (mean over the first third of its logged values, mean over the last third), from
+    the run's ``metrics.csv`` in step order; a value logged once gives (it, it)."""
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: int(r.get("step") or 0))
+    out = {}
+    for key in TRAINING_SIGNALS:
+        values = [float(r[key]) for r in rows if r.get(key)]
+        if values:
+            third = max(1, len(values) // 3)
+            out[key] = (sum(values[:third]) / third, sum(values[-third:]) / third)
+    return out
+
+
+def signal_table(groups: dict[str, dict[int, Path]]) -> str:
+    """Per experiment and logged training signal: first-third and last-third means, averaged over seeds."""
+    lines = ["| method | signal | seeds | first third | last third | change |", "|---|---|---|---|---|---|"]
+    for experiment, by_seed in groups.items():
+        signals = [training_signal(by_seed[s]) for s in sorted(by_seed)]
+        for key in TRAINING_SIGNALS:
+            pairs = [sig[key] for sig in signals if key in sig]
+            if not pairs:
+                continue
+            first = sum(p[0] for p in pairs) / len(pairs)
+            last = sum(p[1] for p in pairs) / len(pairs)
+            lines.append(f"| {experiment} | {key} | {len(pairs)} | {first:.4f} | {last:.4f} | {last - first:+.4f} |")
+    return "\n".join(lines)
+
+
 def seeds_report(
     roots: list[Path], baseline: str | None, resamples: int = 1000, seed: int = 0
 ) -> tuple[str, list[dict]]:
@@ -234,6 +271,7 @@ def seeds_report(
     for row in rows:
         row["method"] = labels.get(row.get("run_dir", ""), row["method"])
     parts = ["Per run:", "", paper_table(rows), "", "Over seeds:", "", seed_table(groups)]
+    parts += ["", "Training signals (metrics.csv; means over seeds):", "", signal_table(groups)]
     if baseline:
         parts += [
             "",

@@ -19,6 +19,7 @@ from ambemo.paired import (
     seed_mean_sd,
 )
 from ambemo.report import main as report_main
+from ambemo.report import signal_table, training_signal
 from ambemo.train import latest_run
 
 RIGHT, WRONG = {"a": 0.0, "b": 1.0}, {"a": 1.0, "b": 0.0}
@@ -148,3 +149,14 @@ def test_headroom_experiments_extend_and_chain() -> None:
         assert cfg.experiment == f"headroom/{name}"
         assert cfg.model.init_from == "latest:headroom/sft_cot_1ep"
         assert cfg.strategy.name == compose(name, []).strategy.name
+
+
+def test_training_signal_first_and_last_third(tmp_path: Path) -> None:
+    run = write_run(tmp_path, "grpo_cot", 0, [True])
+    lines = ["epoch,step,train/reward,val/js"] + [f"0,{step},{step + 1}," for step in (5, 0, 1, 2, 3, 4)]
+    lines.append("0,5,,0.25")
+    (run / "metrics.csv").write_text("\n".join(lines) + "\n")
+    # rewards by step: 1..6 -> first third (1, 2), last third (5, 6); val/js once
+    assert training_signal(run) == {"train/reward": (1.5, 5.5), "val/js": (0.25, 0.25)}
+    table = signal_table({"grpo_cot": {0: run}})
+    assert "| grpo_cot | train/reward | 1 | 1.5000 | 5.5000 | +4.0000 |" in table

@@ -14,7 +14,10 @@ weights and prompt (audio and instruction):
 Each is scored by JS to the human distribution, and the paired differences ``empty - own`` and
 ``shuffled - own`` (per utterance) get a 95 % bootstrap interval. If reasoning carries information
 about the utterance, both differences are positive: replacing the reasoning hurts. If they are
-~0, the read-out takes what it knows from the audio and the reasoning adds nothing.
+~0, the read-out takes what it knows from the audio and the reasoning adds nothing. ``shuffled``
+is the cleaner test: its text is of the kind the read-out was trained after, only about another
+clip; an empty reasoning is a context the read-out never saw in training, so ``empty - own`` also
+measures how the read-out copes with that.
 """
 
 from __future__ import annotations

@@ -8,7 +8,10 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 TRIALS ?=
-.PHONY: help setup exp test lint format report data clean bench sweep sweep-local browser
+SEEDS ?=
+SEEDS_HEADROOM ?= 3
+BASELINE ?= sft_cot
+.PHONY: help setup exp test lint format report headroom data clean bench sweep sweep-local browser
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -24,8 +27,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-exp: setup ## Run an experiment: make exp NAME=sft_cot [ARGS="trainer.max_epochs=2 logger=csv"]
-	$(BIN)/ambemo train experiment=$(NAME) $(ARGS)
+exp: setup ## Run an experiment: make exp NAME=sft_cot [SEEDS=3] [ARGS="trainer.max_epochs=2 logger=csv"]
+	$(BIN)/ambemo train experiment=$(NAME) $(if $(SEEDS),--seeds $(SEEDS)) $(ARGS)
 
 test: setup browser ## Run the test suite (CPU, tiny model)
 	$(BIN)/python -m pytest -q $(ARGS)
@@ -44,8 +47,13 @@ format: setup ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-report: setup ## Results table (JS, BC, R2, Brier with 95 % CIs) of the newest run of every experiment
-	$(BIN)/ambemo report --out runs/report.md --csv runs/report.csv
+report: setup ## Results per run and seed (95 % CIs), mean ± sd over seeds, paired differences to BASELINE (default sft_cot)
+	$(BIN)/ambemo report --seeds $(if $(BASELINE),--baseline $(BASELINE)) --out runs/report.md --csv runs/report.csv
+
+headroom: setup ## Headroom protocol: headroom/sft_cot_1ep, then DPO/GRPO/GRPO_z from it, 3 seeds; paired table
+	for exp in sft_cot_1ep dpo_cot grpo_cot grpoz_cot; do \
+	  $(BIN)/ambemo train experiment=headroom/$$exp --seeds $(SEEDS_HEADROOM) $(ARGS) || exit 1; done
+	$(BIN)/ambemo report runs/headroom --seeds --baseline headroom/sft_cot_1ep --out runs/headroom/report.md
 
 bench: setup ## Step and rollout speed (tiny on CPU; ARGS="--size 7b" on a GPU; see ambemo bench --help)
 	$(BIN)/ambemo bench $(ARGS)

@@ -1,6 +1,7 @@
 """The ``ambemo`` command.
 
     ambemo train [experiment=NAME] [group=option ...] [key=value | --key=value ...]
+    ambemo train experiment=grpoz_cot --seeds 3        # seeds seed, seed+1, seed+2: one run folder each
     ambemo train experiment=sft_cot --print-config     # show the resolved config and exit
     ambemo train --help                                # every key with its type, default and doc
     ambemo score PRED.jsonl [GOLD.jsonl] [--out FILE]  # score any system's predictions
@@ -8,6 +9,8 @@
     ambemo curate CORPUS --store STORE.jsonl [--dry-run] [--max-cost USD] ...  # verified CoTs (--help)
     ambemo data summary data=NAME [key=value ...] [--out FILE.json]  # splits, priors, durations, skips
     ambemo report [RUN_DIR ...]                        # results table with bootstrap 95 % intervals
+    ambemo report --seeds [--baseline EXP]             # mean +- sd over seeds; paired differences (--help)
+    ambemo probe-reasoning RUN [--out FILE.json]       # does the model's own reasoning inform its read-out?
     ambemo sweep NAME|FILE.yaml [--trials N] [key=value ...]  # a W&B sweep file, run locally (optuna)
     ambemo predict MODEL AUDIO... [--out FILE.jsonl]   # MODEL: export folder, run folder or latest:NAME (--help)
     ambemo export RUN_DIR OUT_DIR                      # a model folder for applications (adapter, card, threshold)
@@ -44,20 +47,52 @@ def _train(argv: list[str]) -> int:
         print("\n".join(describe(cfg)))
         return 0
     print_only = "--print-config" in argv
+    argv, seeds = _seeds_option([a for a in argv if a != "--print-config"])
     from_env = shlex.split(os.environ.get("AMBEMO_OVERRIDES", ""))
     if from_env:
         print(f"[ambemo] overrides from AMBEMO_OVERRIDES: {' '.join(from_env)}", file=sys.stderr)
         argv = [*from_env, *argv]
-    cfg = compose(None, parse_overrides([a for a in argv if a != "--print-config"]))
+    overrides = parse_overrides(argv)
+    cfg = compose(None, overrides)
     if print_only:
         from ambemo.config import to_yaml
 
         print(to_yaml(cfg))
         return 0
-    from ambemo.train import train
+    from ambemo.train import RUN_DIR_ENV, train
 
-    train(cfg)
+    if seeds == 1:
+        train(cfg)
+        return 0
+    if cfg.trainer.devices not in (1, "1") or cfg.trainer.num_nodes != 1:
+        raise ConfigError(
+            f"--seeds {seeds} trains the seeds one after another in this process, which does not combine with "
+            f"several devices or nodes (trainer.devices={cfg.trainer.devices}): launch one job per seed with seed=S"
+        )
+    first = cfg.seed
+    for seed in range(first, first + seeds):
+        print(f"[ambemo] {cfg.experiment}: seed {seed} ({seed - first + 1} of {seeds})")
+        os.environ.pop(RUN_DIR_ENV, None)  # each seed gets a run folder of its own
+        train(compose(None, [*overrides, f"seed={seed}"]))
+    os.environ.pop(RUN_DIR_ENV, None)
     return 0
+
+
+def _seeds_option(argv: list[str]) -> tuple[list[str], int]:
+    """``--seeds N`` (or ``--seeds=N``) taken out of the arguments: the number of seeds to run."""
+    rest, seeds, i = [], 1, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--seeds" or arg.startswith("--seeds="):
+            value = arg.partition("=")[2] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
+            i += 1 if "=" in arg else 2
+            if not value.isdigit() or int(value) < 1:
+                raise ConfigError(f"--seeds needs a whole number >= 1 (runs seeds seed .. seed+N-1), got {value!r}")
+            seeds = int(value)
+            continue
+        rest.append(arg)
+        i += 1
+    return rest, seeds
 
 
 def _list(argv: list[str]) -> int:
@@ -99,6 +134,12 @@ def _report(argv: list[str]) -> int:
     from ambemo.report import main as report_main
 
     return report_main(argv)
+
+
+def _probe_reasoning(argv: list[str]) -> int:
+    from ambemo.probe import main as probe_main
+
+    return probe_main(argv)
 
 
 def _bench(argv: list[str]) -> int:
@@ -145,6 +186,7 @@ COMMANDS = {
     "curate": _curate,
     "report": _report,
     "bench": _bench,
+    "probe-reasoning": _probe_reasoning,
     "sweep": _sweep,
     "predict": _predict,
     "export": _export,

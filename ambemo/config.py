@@ -181,7 +181,8 @@ class ModelConfig:
     init_from: str | None = None
     """Start from trained weights: a checkpoint file, a run folder (its best checkpoint, else its
     last), or ``latest:<experiment>`` (the newest finished run of that experiment under
-    ``out_dir``; if there is none, it is trained first with this run's data, seed and logger)."""
+    ``out_dir`` trained with this run's ``seed``: seed for seed; if there is none, it is trained
+    first with this run's data, seed and logger)."""
     chunk_seconds: int = 3
     """Audio window of the feature extractor in seconds (30 for the real Qwen2-Audio; ``tiny`` uses 3)."""
     tiny: TinyBackboneConfig = field(default_factory=TinyBackboneConfig)
@@ -347,8 +348,15 @@ def group_options(group: str) -> list[str]:
 
 
 def experiment_names() -> list[str]:
-    """Names of the experiment files (``experiments/*.yaml``)."""
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+    """Names of the experiment files (``experiments/*.yaml``; ``experiments/<folder>/*.yaml`` as
+    ``<folder>/<name>``, e.g. ``headroom/dpo_cot``; sweep files are not experiments)."""
+    top = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+    nested = sorted(
+        p.relative_to(EXPERIMENTS_DIR).with_suffix("").as_posix()
+        for p in EXPERIMENTS_DIR.glob("*/*.yaml")
+        if p.parent.name != "sweeps"
+    )
+    return top + nested
 
 
 def _read_yaml(path: Path) -> DictConfig:
@@ -359,6 +367,23 @@ def _read_yaml(path: Path) -> DictConfig:
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return cfg
+
+
+def _read_experiment(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
+    """An experiment file, on top of the one its ``extends: NAME`` names (if any): a variant
+    (``experiments/headroom/dpo_cot.yaml``) states only what it changes, and follows its base's edits."""
+    cfg = _read_yaml(path)
+    base = cfg.pop("extends", None)
+    if base is None:
+        return cfg
+    base_path = EXPERIMENTS_DIR / f"{base}.yaml"
+    if not base_path.is_file():
+        valid = ", ".join(experiment_names())
+        raise ConfigError(f"{path}: extends unknown experiment '{base}'. Valid choices: {valid}")
+    if base_path in (*seen, path):
+        raise ConfigError(f"{path}: 'extends' goes round in a circle through {base_path}")
+    merged = OmegaConf.merge(_read_experiment(base_path, (*seen, path)), cfg)
+    return merged  # type: ignore[return-value]
 
 
 def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
@@ -441,7 +466,7 @@ def compose(experiment: str | None = None, overrides: list[str] | None = None) -
     exp_path = EXPERIMENTS_DIR / f"{experiment}.yaml"
     if not exp_path.is_file():
         raise ConfigError(f"unknown experiment '{experiment}'. Valid choices: {', '.join(experiment_names())}")
-    exp_cfg = _read_yaml(exp_path)
+    exp_cfg = _read_experiment(exp_path)
     defaults = exp_cfg.pop("defaults", None) or {}
     if not isinstance(defaults, DictConfig):
         raise ConfigError(f"{exp_path}: 'defaults' must map group -> option, e.g. {{model: tiny}}")

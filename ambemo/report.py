@@ -13,6 +13,12 @@ utterances. The reference predictors of each dataset (prior, oracle) are listed 
 The Markdown table is laid out like the paper's Table 2: one row per method, one column group
 per dataset (``--layout long`` gives one row per run and dataset instead). The CSV is long:
 ``method,dataset,n,metric,value,low,high``.
+
+Several seeds: ``--seeds`` takes every seed's newest run of every experiment (run folders anywhere
+under RUN_DIRs or ``--runs``) and adds each experiment's mean +- sd over its seeds beside the
+per-run table; ``--baseline EXP`` adds, for every other experiment, the paired per-utterance
+difference to EXP in JS, BC, R2 and Brier (utterances matched by id, seed s with seed s), with a
+paired bootstrap 95 % interval and ``*`` where it excludes 0 (``ambemo.paired``).
 """
 
 from __future__ import annotations
@@ -26,27 +32,23 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from ambemo.data.jsonl import iter_json_objects
-from ambemo.metrics.functional import bhattacharyya_coefficient, brier_score, js_divergence, pearson_r2
+from ambemo.paired import (
+    PairingError,
+    excludes_zero,
+    paired_bootstrap,
+    paired_differences,
+    runs_by_seed,
+    seed_mean_sd,
+    utterance_metrics,
+)
 
 METRICS = ("js", "bc", "r2", "brier")
 
 
 def per_utterance(run_dir: Path) -> dict[str, torch.Tensor]:
     """Per-utterance metric values of a run's predictions (R2 only where the target varies)."""
-    rows = [record for _, record in iter_json_objects(run_dir / "predictions.jsonl")]
-    if not rows:
-        raise ValueError(f"{run_dir}/predictions.jsonl: no predictions")
-    classes = list(rows[0]["target"])
-    pred = torch.tensor([[r["distribution"][c] for c in classes] for r in rows], dtype=torch.float64)
-    target = torch.tensor([[r["target"][c] for c in classes] for r in rows], dtype=torch.float64)
-    r2, valid = pearson_r2(pred, target)
-    return {
-        "js": js_divergence(pred, target),
-        "bc": bhattacharyya_coefficient(pred, target),
-        "r2": r2[valid],
-        "brier": brier_score(pred, target),
-    }
+    _, values = utterance_metrics(run_dir)
+    return values | {"r2": values["r2"][~values["r2"].isnan()]}
 
 
 def bootstrap(values: torch.Tensor, resamples: int, generator: torch.Generator) -> tuple[float, float, float]:
@@ -153,6 +155,133 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# ---- several seeds per experiment; paired differences against a baseline ----------------------
+
+
+def seed_table(groups: dict[str, dict[int, Path]]) -> str:
+    """One row per experiment: its seeds and each metric's mean +- sd over them."""
+    lines = [
+        "| method | seeds | " + " | ".join(f"{HEADERS[m]} mean ± sd" for m in METRICS) + " |",
+        "|---|---|" + "---|" * len(METRICS),
+    ]
+    for experiment, by_seed in groups.items():
+        stats = seed_mean_sd([by_seed[s] for s in sorted(by_seed)])
+        cells = [f"{mean:.3f} ± {sd:.3f}" if sd == sd else f"{mean:.3f}" for mean, sd in stats.values()]
+        lines.append(f"| {experiment} | {','.join(map(str, sorted(by_seed)))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_rows(groups: dict[str, dict[int, Path]], baseline: str, resamples: int, seed: int) -> list[dict]:
+    """Per experiment other than ``baseline``: seeds paired, utterances, and per metric the mean
+    paired difference (method - baseline) with its bootstrap interval. Experiments that cannot be
+    paired (another test split, no common seed) get a ``reason`` instead."""
+    if baseline not in groups:
+        raise ValueError(f"--baseline {baseline}: no finished run of it (experiments found: {', '.join(groups)})")
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for experiment, by_seed in groups.items():
+        if experiment == baseline:
+            continue
+        try:
+            seeds, ids, diffs = paired_differences(by_seed, groups[baseline])
+        except PairingError as err:
+            rows.append({"method": experiment, "reason": str(err)})
+            continue
+        cells = {m: paired_bootstrap(diffs[m], resamples, generator) for m in METRICS}
+        rows.append({"method": experiment, "seeds": seeds, "n": len(ids), **cells})
+    return rows
+
+
+def paired_table(rows: list[dict], baseline: str) -> str:
+    """Markdown: difference to ``baseline`` per method, ``*`` where the interval excludes 0."""
+    lines = [
+        "| method | paired seeds | n | " + " | ".join(f"Δ{HEADERS[m]}" for m in METRICS) + " |",
+        "|---|---|---|" + "---|" * len(METRICS),
+    ]
+    notes = []
+    for r in rows:
+        if "reason" in r:
+            notes.append(f"- {r['method']}: not paired: {r['reason']}")
+            continue
+        cells = []
+        for m in METRICS:
+            v, lo, hi = r[m]
+            mark = " *" if excludes_zero(lo, hi) else ""
+            cells.append(f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]{mark}")
+        lines.append(f"| {r['method']} | {','.join(map(str, r['seeds']))} | {r['n']} | " + " | ".join(cells) + " |")
+    legend = (
+        f"Method minus {baseline}, per test utterance and seed (seed s paired with seed s), averaged; 95 % "
+        "paired bootstrap intervals (utterances resampled jointly across seeds). * = the interval excludes 0. "
+        "Lower is better for JS and Brier, higher for BC and R2."
+    )
+    return "\n".join([*lines, *(["", *notes] if notes else []), "", legend])
+
+
+#: What each strategy optimises, as logged in metrics.csv: it should rise (reward, margin,
+#: accuracy) or fall (KL); val/js is the validation JS.
+TRAINING_SIGNALS = ("train/reward", "train/reward_margin", "train/reward_accuracy", "train/kl", "val/js")
+
+
+def training_signal(run_dir: Path) -> dict[str, tuple[float, float]]:
+    """signal -> (mean over the first third of its logged values, mean over the last third), from
+    the run's ``metrics.csv`` in step order; a value logged once gives (it, it)."""
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: int(r.get("step") or 0))
+    out = {}
+    for key in TRAINING_SIGNALS:
+        values = [float(r[key]) for r in rows if r.get(key)]
+        if values:
+            third = max(1, len(values) // 3)
+            out[key] = (sum(values[:third]) / third, sum(values[-third:]) / third)
+    return out
+
+
+def signal_table(groups: dict[str, dict[int, Path]]) -> str:
+    """Per experiment and logged training signal: first-third and last-third means, averaged over seeds."""
+    lines = ["| method | signal | seeds | first third | last third | change |", "|---|---|---|---|---|---|"]
+    for experiment, by_seed in groups.items():
+        signals = [training_signal(by_seed[s]) for s in sorted(by_seed)]
+        for key in TRAINING_SIGNALS:
+            pairs = [sig[key] for sig in signals if key in sig]
+            if not pairs:
+                continue
+            first = sum(p[0] for p in pairs) / len(pairs)
+            last = sum(p[1] for p in pairs) / len(pairs)
+            lines.append(f"| {experiment} | {key} | {len(pairs)} | {first:.4f} | {last:.4f} | {last - first:+.4f} |")
+    return "\n".join(lines)
+
+
+def seeds_report(
+    roots: list[Path], baseline: str | None, resamples: int = 1000, seed: int = 0
+) -> tuple[str, list[dict]]:
+    """The multi-seed report of every experiment under ``roots``: per-run table (each run's
+    bootstrap interval), mean +- sd over seeds, and with ``baseline`` the paired differences.
+    Returns the Markdown and the per-run rows (for the CSV)."""
+    groups: dict[str, dict[int, Path]] = {}
+    for root in roots:
+        for experiment, by_seed in runs_by_seed(root).items():
+            groups.setdefault(experiment, {}).update(by_seed)
+    if not groups:
+        raise ValueError(f"no finished runs under {', '.join(map(str, roots))}")
+    labels = {str(run): f"{exp} (seed {s})" for exp, by_seed in groups.items() for s, run in by_seed.items()}
+    rows = build_rows([Path(run) for run in labels], resamples, seed)
+    for row in rows:
+        row["method"] = labels.get(row.get("run_dir", ""), row["method"])
+    parts = ["Per run:", "", paper_table(rows), "", "Over seeds:", "", seed_table(groups)]
+    parts += ["", "Training signals (metrics.csv; means over seeds):", "", signal_table(groups)]
+    if baseline:
+        parts += [
+            "",
+            f"Paired against {baseline}:",
+            "",
+            paired_table(paired_rows(groups, baseline, resamples, seed), baseline),
+        ]
+    return "\n".join(parts), rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ambemo report", description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="*", type=Path, help="run folders (default: newest run per experiment)")
@@ -164,7 +293,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--layout", choices=["paper", "long"], default="paper", help="paper: method x dataset (default); long"
     )
+    parser.add_argument(
+        "--seeds",
+        action="store_true",
+        help="every seed's newest run of every experiment under RUN_DIRs (default --runs), any depth; "
+        "adds mean ± sd over seeds",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="EXP",
+        help="with --seeds: paired per-utterance differences of every experiment against EXP (e.g. sft_cot)",
+    )
     args = parser.parse_args(argv)
+    if args.seeds or args.baseline:
+        try:
+            table, rows = seeds_report(args.run_dirs or [args.runs], args.baseline, args.bootstrap, args.seed)
+        except (OSError, ValueError, KeyError) as err:
+            print(f"ambemo report: {err}", file=sys.stderr)
+            return 2
+        return write_outputs(args, table, rows)
     try:
         run_dirs = expand_run_dirs(args.run_dirs) if args.run_dirs else []
         run_dirs = run_dirs or (newest_runs(args.runs) if args.runs.is_dir() else [])
@@ -176,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ambemo report: {err}", file=sys.stderr)
         return 2
     table = paper_table(rows) if args.layout == "paper" else markdown(rows)
+    return write_outputs(args, table, rows)
+
+
+def write_outputs(args: argparse.Namespace, table: str, rows: list[dict]) -> int:
+    """Print the table; write it (``--out``) and the per-run rows (``--csv``) where asked."""
     print(table)
     if args.out:
         args.out.write_text(table + "\n")

@@ -43,6 +43,7 @@ from ambemo.data.datamodule import EmotionDataModule
 from ambemo.logging_wandb import log_test_results, public_config
 from ambemo.metrics.metrics import score_distributions
 from ambemo.model.backbone import count_parameters, load_backbone
+from ambemo.paired import run_seed
 from ambemo.resume import (
     LAST,
     AtomicCheckpointIO,
@@ -133,10 +134,13 @@ def find_checkpoint(run_or_file: Path) -> Path:
     return found[-1]
 
 
-def latest_run(out_dir: str | Path, experiment: str) -> Path | None:
-    """The newest finished run folder (one with ``summary.json``) of ``experiment`` under ``out_dir``."""
-    finished = sorted((Path(out_dir) / experiment).glob("*/summary.json"))
-    return finished[-1].parent if finished else None
+def latest_run(out_dir: str | Path, experiment: str, seed: int | None = None) -> Path | None:
+    """The newest finished run folder (one with ``summary.json``) of ``experiment`` under ``out_dir``;
+    with ``seed``, the newest one trained with that seed (``seed`` in its ``config.yaml``)."""
+    finished = sorted(s.parent for s in (Path(out_dir) / experiment).glob("*/summary.json"))
+    if seed is not None:
+        finished = [run for run in finished if run_seed(run) == seed]
+    return finished[-1] if finished else None
 
 
 def resolve_init(cfg: DictConfig) -> Path | None:
@@ -147,11 +151,14 @@ def resolve_init(cfg: DictConfig) -> Path | None:
     if not spec.startswith("latest:"):
         return find_checkpoint(Path(spec))
     name = spec.partition(":")[2]
-    finished = latest_run(cfg.out_dir, name)
+    # Seed for seed: seed s starts from the start's seed-s run, so runs over several seeds are
+    # independent chains, and a paired comparison against the start compares like with like.
+    finished = latest_run(cfg.out_dir, name, seed=cfg.seed)
     if finished:
         return find_checkpoint(finished)
     print(
-        f"[ambemo] {cfg.experiment} starts from {name}, which has no finished run in {cfg.out_dir}: training it first"
+        f"[ambemo] {cfg.experiment} starts from {name}, which has no finished run with seed {cfg.seed} in "
+        f"{cfg.out_dir}: training it first"
     )
     dependency = compose(name, [])
     # the same corpus settings (e.g. a test's small corpus) when it trains on the same corpus;
@@ -325,6 +332,7 @@ def write_results(
     reference = reference_scores(datamodule)
     summary = {
         "experiment": cfg.experiment,
+        "seed": cfg.seed,
         "dataset": cfg.data.name,
         "run_dir": str(run_dir),
         "test": test,

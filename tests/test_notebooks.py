@@ -40,7 +40,8 @@ def test_ablation_notebook_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     text = "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", "")) for o in outputs)
     assert "| sft_cot_nokl |" in text and "synthetic: JS (bits)" in text  # the paper-style table
     assert "JS(sft_cot_nokl) - JS(sft_cot) =" in text and "JS(dpo_cot_nokl) - JS(dpo_cot) =" in text
-    assert "JS(sft_cot) - JS(sft) =" in text
+    assert "JS(sft_cot) - JS(sft) =" in text and "(seeds [0])" in text
+    assert "| dpo_cot | 0 |" in text and "ΔJS (bits)" in text  # mean ± sd over seeds; paired against sft_cot
     assert "skipped sft vs sft_cot_paper: missing run(s) ['sft_cot_paper']" in text
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # the KL and CoT ablation plots
     assert "W&B: offline" in text

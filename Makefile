@@ -8,7 +8,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 TRIALS ?=
-.PHONY: help setup exp test lint format report data clean bench sweep sweep-local
+.PHONY: help setup exp folds test lint format report data clean bench sweep sweep-local
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ $(STAMP): pyproject.toml
 
 exp: setup ## Run an experiment: make exp NAME=sft_cot [ARGS="trainer.max_epochs=2 logger=csv"]
 	$(BIN)/ambemo train experiment=$(NAME) $(ARGS)
+
+folds: setup ## IEMOCAP 5-fold leave-one-session-out, fold-averaged row: make folds NAME=paper/sft_cot_iemocap [ARGS="model.path=..."]
+	$(BIN)/ambemo folds experiment=$(NAME) $(ARGS)
 
 test: setup ## Run the test suite (CPU, tiny model)
 	$(BIN)/python -m pytest -q $(ARGS)

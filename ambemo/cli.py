@@ -3,6 +3,7 @@
     ambemo train [experiment=NAME] [group=option ...] [key=value | --key=value ...]
     ambemo train experiment=sft_cot --print-config     # show the resolved config and exit
     ambemo train --help                                # every key with its type, default and doc
+    ambemo folds experiment=NAME [key=value ...] [--folds 1,2,3,4,5]  # IEMOCAP sessions, fold-averaged row
     ambemo score PRED.jsonl [GOLD.jsonl] [--out FILE]  # score any system's predictions
     ambemo data [OUT_DIR] [--seed N]                   # generate the built-in synthetic corpus
     ambemo curate CORPUS --store STORE.jsonl [--dry-run] [--max-cost USD] ...  # verified CoTs (--help)
@@ -49,13 +50,21 @@ def _train(argv: list[str]) -> int:
     cfg = compose(None, parse_overrides([a for a in argv if a != "--print-config"]))
     if print_only:
         from ambemo.config import to_yaml
+        from ambemo.paper import provenance
 
         print(to_yaml(cfg))
+        print(provenance(cfg))  # each paper setting of this row: value, the paper's words, the source
         return 0
     from ambemo.train import train
 
     train(cfg)
     return 0
+
+
+def _folds(argv: list[str]) -> int:
+    from ambemo.folds import main as folds_main
+
+    return folds_main(argv)
 
 
 def _list(argv: list[str]) -> int:
@@ -125,6 +134,7 @@ def _export(argv: list[str]) -> int:
 
 COMMANDS = {
     "train": _train,
+    "folds": _folds,
     "score": _score,
     "data": _data,
     "list": _list,

@@ -194,7 +194,7 @@ def test_grpoz_member_order_reward_and_advantage_follow_the_rule(monkeypatch: py
     built = _spy(monkeypatch, module, "sequences")
     out = module.rollouts(batch)
 
-    prompts, members, _, rows = built[0][0]
+    _prompts, members, _, rows = built[0][0]
     _, curated, _ = module.prompt_and_curated(batch)
     assert rows == [0, 0, 0, 1, 1, 1]  # members of utterance i are consecutive: K rollouts, then curated
     assert [members[2], members[5]] == curated
@@ -334,6 +334,6 @@ def test_curated_reasonings_over_the_generation_budget_are_reported(
     from ambemo.train import train
 
     overrides = [*fast_overrides, "trainer.max_epochs=1", "logger=csv", "data.limit_train=16"]
-    train(compose("sft_cot_paper", [*overrides, "strategy.max_new_tokens=24"]))
+    train(compose("sft_cot", [*overrides, "strategy.max_new_tokens=24"]))
     out = capsys.readouterr().out
     assert "16 of 16 curated reasonings are longer than strategy.max_new_tokens=24" in out

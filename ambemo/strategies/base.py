@@ -77,8 +77,9 @@ class EmotionModule(L.LightningModule):
 
     def report_generation_budget(self) -> None:
         """Count the curated reasonings that do not fit the generation budgets, and say so."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not self.use_cot or datamodule is None or not self.trainer.is_global_zero:
+        trainer = self._trainer  # None when a step is driven without a Trainer (bench, tests)
+        datamodule = getattr(trainer, "datamodule", None)
+        if not self.use_cot or datamodule is None or not trainer.is_global_zero:
             return
         texts = [row.cot for row in datamodule.splits.get("train", []) if row.cot]
         encoded = self.backbone.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []

@@ -8,25 +8,17 @@ from __future__ import annotations
 import pytest
 import torch
 from test_readout import COT, _clips
+from test_rewards import GOOD
 from transformers import SuppressTokensLogitsProcessor, TemperatureLogitsWarper
 
 from ambemo.config import ConfigError, compose
 from ambemo.metrics.functional import js_divergence
 from ambemo.model.backbone import load_backbone
-from ambemo.model.prompts import ANSWER_SLOT, CoT, format_cot
+from ambemo.model.prompts import ANSWER_SLOT
 from ambemo.model.readout import forward_logits, generate_reasoning
 from ambemo.model.rollout import sampling_rules
 from ambemo.objectives.rewards import format_reward
 from ambemo.strategies import build_strategy
-
-GOOD = format_cot(
-    CoT(
-        "loud volume, fast speed",
-        "The speaker states the time: neutral words.",
-        "Loud volume and fast speed suggest anger.",
-        "Fairly clear reading: most listeners would hear anger.",
-    )
-)
 
 
 def _module(experiment: str, *overrides: str):

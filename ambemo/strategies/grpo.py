@@ -19,7 +19,8 @@ receives the highest reward"): its own reward raised to the best reward of its g
 advantage is the group's highest (tied when a rollout does as well); ``own``: rewarded from its
 own read-out like any member, so it gets a lower, possibly negative, advantage when a sampled
 reasoning reads out closer to the human distribution. ``train/curated_best`` logs how often its
-reward is the group's highest (ties included). The policy did not sample the curated member, so
+own reward is the group's highest (ties included), whatever the rule; ``train/reward_curated``
+the reward it is trained with, ``train/reward_curated_own`` its own. The policy did not sample the curated member, so
 its importance ratio is pi / pi_old of a sequence drawn from the curator, not from pi_old: at
 the first pass the ratio is 1 in value and its gradient is the advantage times the gradient of
 the curated reasoning's log-likelihood (an advantage-weighted SFT term, length-normalised like
@@ -172,10 +173,12 @@ class GRPOModule(OnPolicyModule):
             "train/format_reward": fmt[:, :k].mean(),
         }
         if s.include_curated:
+            # on its own merit, whatever the rule: does the curated reasoning read out best?
+            logs["train/curated_best"] = (rewards[:, k] >= rewards[:, :k].max(dim=1).values).float().mean()
+            logs["train/reward_curated_own"] = rewards[:, k].mean()
             if s.curated_reward == "group_max":
                 rewards[:, k] = rewards.max(dim=1).values
             logs["train/reward_curated"] = rewards[:, k].mean()
-            logs["train/curated_best"] = (rewards[:, k] >= rewards[:, :k].max(dim=1).values).float().mean()
 
         seq = self.sequences(
             [prompts[i] for i in range(size) for _ in range(group)],

@@ -10,7 +10,8 @@ with p_hat read at the answer slot of the curated reasoning of *every* utterance
 terms are the paper's total loss, not conditional on a pair) and of each rejected rollout, so the
 read-out also learns on the model's own reasoning, which is what it reads at test time. A
 rejected rollout's forced answer slot (reasoning cut off before it) is read but not scored by
-the DPO term: the policy did not sample those tokens.
+the DPO term: the policy did not sample those tokens. The DPO log-probs are the policy's own
+(temperature 1, as trl's DPO): the rollout temperature only decides which sequence is rejected.
 
 Without CoT (``use_cot=False``, the ``dpo`` experiment) the policy *is* the read-out: a rollout
 is one emotion drawn from p_hat (rollout temperature / top-p); rejected = the drawn emotion with

@@ -11,7 +11,7 @@ TRIALS ?=
 SEEDS ?=
 SEEDS_HEADROOM ?= 3
 BASELINE ?= sft_cot
-.PHONY: help setup exp test lint format report headroom data clean bench sweep sweep-local browser
+.PHONY: help setup exp folds test lint format report headroom data clean bench sweep sweep-local browser
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ $(STAMP): pyproject.toml
 
 exp: setup ## Run an experiment: make exp NAME=sft_cot [SEEDS=3] [ARGS="trainer.max_epochs=2 logger=csv"]
 	$(BIN)/ambemo train experiment=$(NAME) $(if $(SEEDS),--seeds $(SEEDS)) $(ARGS)
+
+folds: setup ## IEMOCAP 5-fold leave-one-session-out, fold-averaged row: make folds NAME=paper/sft_cot_iemocap [ARGS="model.path=..."]
+	$(BIN)/ambemo folds experiment=$(NAME) $(ARGS)
 
 test: setup browser ## Run the test suite (CPU, tiny model)
 	$(BIN)/python -m pytest -q $(ARGS)

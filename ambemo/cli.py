@@ -4,6 +4,7 @@
     ambemo train experiment=grpoz_cot --seeds 3        # seeds seed, seed+1, seed+2: one run folder each
     ambemo train experiment=sft_cot --print-config     # show the resolved config and exit
     ambemo train --help                                # every key with its type, default and doc
+    ambemo folds experiment=NAME [key=value ...] [--folds 1,2,3,4,5]  # IEMOCAP sessions, fold-averaged row
     ambemo score PRED.jsonl [GOLD.jsonl] [--out FILE]  # score any system's predictions
     ambemo data [OUT_DIR] [--seed N]                   # generate the built-in synthetic corpus
     ambemo curate CORPUS --store STORE.jsonl [--dry-run] [--max-cost USD] ...  # verified CoTs (--help)
@@ -56,8 +57,10 @@ def _train(argv: list[str]) -> int:
     cfg = compose(None, overrides)
     if print_only:
         from ambemo.config import to_yaml
+        from ambemo.paper import provenance
 
         print(to_yaml(cfg))
+        print(provenance(cfg))  # each paper setting of this row: value, the paper's words, the source
         return 0
     from ambemo.train import RUN_DIR_ENV, train
 
@@ -93,6 +96,12 @@ def _seeds_option(argv: list[str]) -> tuple[list[str], int]:
         rest.append(arg)
         i += 1
     return rest, seeds
+
+
+def _folds(argv: list[str]) -> int:
+    from ambemo.folds import main as folds_main
+
+    return folds_main(argv)
 
 
 def _list(argv: list[str]) -> int:
@@ -180,6 +189,7 @@ def _demo(argv: list[str]) -> int:
 
 COMMANDS = {
     "train": _train,
+    "folds": _folds,
     "score": _score,
     "data": _data,
     "list": _list,

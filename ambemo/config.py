@@ -225,7 +225,12 @@ class StrategyConfig:
     group_size: int = 4
     """GRPO: K sampled trajectories per utterance (GRPO_z adds the curated one as member K+1)."""
     include_curated: bool = False
-    """GRPO_z: the curated reasoning joins each group, its reward computed like the others'."""
+    """GRPO_z: the curated reasoning joins each group as member K+1 (rewarded by ``curated_reward``)."""
+    curated_reward: str = "group_max"
+    """GRPO_z: the curated member's reward. ``group_max`` (the paper: it "consistently receives the
+    highest reward"): its own reward raised to the best of its group, so its advantage is never
+    below any sampled member's; ``own``: rewarded from its own read-out like any member (it can
+    then get a negative advantage when a rollout reads out closer to the human distribution)."""
     beta: float = 0.1
     """DPO: inverse temperature of the preference loss. GRPO: weight of KL(pi || pi_ref)."""
     clip_epsilon: float = 0.2
@@ -241,7 +246,11 @@ class StrategyConfig:
     """Sampling temperature of training rollouts (DPO and GRPO; without CoT, of the emotions
     drawn from p_hat)."""
     rollout_top_p: float = 1.0
-    """Nucleus sampling of training rollouts (1.0 = off; also applies to emotions drawn without CoT)."""
+    """Nucleus sampling of training rollouts (1.0 = off; also applies to emotions drawn without CoT).
+    GRPO refuses < 1: its ratio and KL would be taken under a distribution the sampler did not use."""
+    rollout_top_k: int = 0
+    """Top-k sampling of training rollouts (0 = off). GRPO refuses > 0, as ``rollout_top_p``. Every
+    sampling setting is explicit: nothing comes from the checkpoint's generation config."""
     rollout_max_new_tokens: int = 160
     """Most reasoning tokens per rollout before the answer slot is forced."""
     own_readout_weight: float = 0.0
@@ -517,6 +526,7 @@ _CHOICES = {
     "model.dtype": ("float32", "bfloat16", "float16", "auto"),
     "model.rollout_engine": ("fast", "generate"),
     "strategy.name": ("sft", "dpo", "grpo"),
+    "strategy.curated_reward": ("group_max", "own"),
     "logger.name": ("wandb", "csv"),
     "logger.mode": ("auto", "offline", "online"),
     "trainer.test_weights": ("best", "last"),
@@ -554,6 +564,17 @@ def _check(cfg: DictConfig) -> None:
             "strategy.include_curated=true (GRPO_z) adds the curated reasoning to each group: it needs "
             "strategy.use_cot=true"
         )
+    if cfg.strategy.name == "grpo" and (cfg.strategy.rollout_top_p < 1.0 or cfg.strategy.rollout_top_k > 0):
+        raise ConfigError(
+            f"strategy.rollout_top_p={cfg.strategy.rollout_top_p} / rollout_top_k={cfg.strategy.rollout_top_k}: GRPO "
+            "takes its importance ratio and KL under the sampling distribution (logits / rollout_temperature); a "
+            "truncated one would change both and, without CoT, break the reward's gradient identity. Set "
+            "strategy.rollout_top_p=1.0 and strategy.rollout_top_k=0 (control diversity with rollout_temperature)"
+        )
+    if cfg.strategy.rollout_top_k < 0 or not 0.0 < cfg.strategy.rollout_top_p <= 1.0:
+        raise ConfigError("'strategy.rollout_top_k' must be >= 0 and 'strategy.rollout_top_p' in (0, 1]")
+    if cfg.strategy.rollout_temperature <= 0:
+        raise ConfigError("'strategy.rollout_temperature' must be > 0")
     if cfg.strategy.name == "grpo" and cfg.strategy.num_iterations < 1:
         raise ConfigError("'strategy.num_iterations' must be >= 1 (optimisation passes per batch of rollouts)")
     if cfg.strategy.name == "grpo" and cfg.trainer.accumulate_grad_batches > 1 and cfg.strategy.num_iterations > 1:

@@ -141,7 +141,7 @@ def test_tiny_omni_sft_run_writes_checkpoint_and_summary(fast_overrides: list[st
 
     extra = ["model=tiny_omni", "data.limit_train=16", "data.limit_eval=4", "strategy.max_new_tokens=8"]
     extra += ["trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1"]
-    cfg = compose("sft_cot_paper", [*fast_overrides, *extra, "logger=csv"])
+    cfg = compose("sft_cot", [*fast_overrides, *extra, "logger=csv"])
     run_dir = train(cfg)
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["global_step"] == 2  # 16 clips / batch 8

@@ -42,6 +42,6 @@ def test_ablation_notebook_executes(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "JS(sft_cot_nokl) - JS(sft_cot) =" in text and "JS(dpo_cot_nokl) - JS(dpo_cot) =" in text
     assert "JS(sft_cot) - JS(sft) =" in text and "(seeds [0])" in text
     assert "| dpo_cot | 0 |" in text and "ΔJS (bits)" in text  # mean ± sd over seeds; paired against sft_cot
-    assert "skipped sft vs sft_cot_paper: missing run(s) ['sft_cot_paper']" in text
+    assert "skipped sft vs sft_cot_own: missing run(s) ['sft_cot_own']" in text
     assert sum("image/png" in o.get("data", {}) for o in outputs) == 2  # the KL and CoT ablation plots
     assert "W&B: offline" in text

@@ -35,9 +35,11 @@ def test_answer_reward_policy_gradient_is_the_forward_kl_gradient() -> None:
     assert reward[0, 1] == 0  # an emotion nobody heard earns nothing
 
 
-def _sampler(temperature: float, top_p: float) -> SimpleNamespace:
-    strategy = SimpleNamespace(rollout_temperature=temperature, rollout_top_p=top_p)
-    return SimpleNamespace(cfg=SimpleNamespace(strategy=strategy))
+def _sampler(temperature: float, top_p: float, top_k: int = 0) -> SimpleNamespace:
+    strategy = SimpleNamespace(rollout_temperature=temperature, rollout_top_p=top_p, rollout_top_k=top_k)
+    sampler = SimpleNamespace(cfg=SimpleNamespace(strategy=strategy))
+    sampler.answer_sampling_probs = lambda log_p: OnPolicyModule.answer_sampling_probs(sampler, log_p)
+    return sampler
 
 
 def test_sample_answers_follows_temperature_and_top_p() -> None:
@@ -51,6 +53,7 @@ def test_sample_answers_follows_temperature_and_top_p() -> None:
     assert (OnPolicyModule.sample_answers(_sampler(1.0, 0.5), log_p, 200) == torch.tensor([[0], [2]])).all()
     nucleus = OnPolicyModule.sample_answers(_sampler(1.0, 0.85), log_p, 500)[0]
     assert set(nucleus.tolist()) == {0, 1}
+    assert set(OnPolicyModule.sample_answers(_sampler(1.0, 1.0, top_k=2), log_p, 500)[0].tolist()) == {0, 1}
     # a low temperature concentrates on the mode
     assert (OnPolicyModule.sample_answers(_sampler(0.05, 1.0), log_p, 200)[0] == 0).float().mean() > 0.99
 

@@ -90,8 +90,10 @@ def test_generation_reports_format_and_forces_the_slot(backbone) -> None:
 
 
 def test_cut_at_slot_and_stop_criterion() -> None:
-    assert cut_at_slot([5, 6, 1, 2, 9, 1, 2], [1, 2]) == ([5, 6, 1, 2], True)
-    assert cut_at_slot([5, 6], [1, 2]) == ([5, 6, 1, 2], False)
+    assert cut_at_slot([5, 6, 1, 2, 9, 1, 2], [1, 2], [8, 1, 2]) == ([5, 6, 1, 2], 0)
+    # forced: a line break (8) and the slot; just the slot when the model ended on the line break
+    assert cut_at_slot([5, 6], [1, 2], [8, 1, 2]) == ([5, 6, 8, 1, 2], 3)
+    assert cut_at_slot([5, 8], [1, 2], [8, 1, 2]) == ([5, 8, 1, 2], 2)
     stop = StopAfterSlot([1, 2], prompt_length=2)
     ids = torch.tensor([[7, 7, 3, 1, 2], [7, 7, 1, 2, 4], [7, 7, 0, 0, 1]])
     assert stop(ids, None).tolist() == [True, False, False]

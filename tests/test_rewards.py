@@ -21,7 +21,7 @@ GOOD = format_cot(
 
 
 def test_well_formed_reasoning_gets_the_reward() -> None:
-    assert format_reward(GOOD) == 1.0
+    assert format_reward(GOOD, slot_written=True) == 1.0
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,7 @@ def test_well_formed_reasoning_gets_the_reward() -> None:
     ],
 )
 def test_known_hacks_get_nothing(hack: str) -> None:
-    assert format_reward(hack) == 0.0
+    assert format_reward(hack, slot_written=True) == 0.0
 
 
 def test_distribution_reward_is_negative_kl() -> None:

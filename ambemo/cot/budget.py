@@ -1,4 +1,5 @@
-"""Token usage, cost, and the spending ceiling shared by the worker threads.
+"""Budgets: the curation's token usage, cost and spending ceiling shared by the worker threads,
+and the generation budget that curated reasonings must fit (``generation_budget_report``).
 
 Cost comes from what the API reports (``usage``), never from guesses, except in ``--dry-run``.
 Audio prompt tokens are priced separately when the endpoint reports them
@@ -88,3 +89,22 @@ class Budget:
 
     def may_request(self) -> bool:
         return not self.stop.is_set()
+
+
+def generation_budget_report(lengths: list[int], budgets: dict[str, int]) -> list[str]:
+    """Lines reporting the curated reasonings longer than each generation budget.
+
+    ``lengths``: tokens of each curated reasoning (the answer slot included); ``budgets``: config
+    key -> most tokens generated there. A model trained on reasonings longer than its budget is cut
+    off before it reaches the slot: its distribution is then read after a forced slot, which counts
+    against ``format_ok_rate`` and earns no GRPO format reward. Nothing when all fit.
+    """
+    lines = []
+    for key, budget in budgets.items():
+        over = [n for n in lengths if n > budget]
+        if over:
+            lines.append(
+                f"{len(over)} of {len(lengths)} curated reasonings are longer than {key}={budget} "
+                f"(longest {max(over)} tokens): a reasoning cut off there is read after a forced answer slot"
+            )
+    return lines

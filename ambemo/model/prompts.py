@@ -29,6 +29,9 @@ STEP_AUDIO = "[Step2: Audio Analysis]"
 STEP_SYNTHESIS = "[Step3: Synthesis]"
 #: The answer slot. p_hat is read at its last token; the class name would come next.
 ANSWER_SLOT = "Emotion:"
+#: What precedes the slot in a structured reasoning: a slot forced after a cut-off reasoning gets
+#: it too, so the read-out sees the context it was trained on.
+SLOT_PREFIX = "\n"
 
 SYSTEM_PROMPT = "You are a helpful assistant."
 
@@ -69,7 +72,7 @@ def format_cot(cot: CoT) -> str:
         f"{KEYWORDS_OPEN} {cot.keywords.strip()} {KEYWORDS_CLOSE}\n"
         f"{STEP_TEXT} {cot.text_analysis.strip()}\n"
         f"{STEP_AUDIO} {cot.audio_analysis.strip()}\n"
-        f"{STEP_SYNTHESIS} {cot.synthesis.strip()}\n"
+        f"{STEP_SYNTHESIS} {cot.synthesis.strip()}{SLOT_PREFIX}"
         f"{ANSWER_SLOT}"
     )
 

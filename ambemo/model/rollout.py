@@ -19,10 +19,11 @@ times both). What makes the fast path fast (docs/design.md, "Speed notes"):
   behind (gradient checkpointing is only active in training mode), and the mode is restored.
 
 Sampling semantics are generate's own: the logits processors (suppressed audio placeholders,
-temperature, top-k/top-p from the model's generation config) are built by generate's own
-helper, tokens are drawn the same way, and a row stops after the answer slot, at an EOS token of
-the generation config, or after ``max_new_tokens``. tests/test_rollout.py checks greedy output
-token for token against ``generate``, adapters included.
+temperature, top-k/top-p) are built by generate's own helper from explicit settings
+(``explicit_sampling``: nothing is inherited from the checkpoint's generation config, and a
+processor the settings do not name is refused), tokens are drawn the same way, and a row stops
+after the answer slot, at an EOS token of the generation config, or after ``max_new_tokens``.
+tests/test_rollout.py checks greedy output token for token against ``generate``, adapters included.
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ import weakref
 from collections.abc import Iterator, Sequence
 
 import torch
-from transformers import LogitsProcessorList, StaticCache
+from transformers import (
+    LogitsProcessorList,
+    StaticCache,
+    SuppressTokensLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from ambemo.compat import generate_sampling_rules
 from ambemo.model.readout import StopAfterSlot, unwrap
@@ -56,6 +64,31 @@ def _mergeable_lora_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return layers
 
 
+#: The only logits processors a rollout or an evaluation may run: what the explicit settings name.
+ALLOWED_PROCESSORS = (SuppressTokensLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+
+
+def explicit_sampling(do_sample: bool, temperature: float, top_p: float, top_k: int = 0) -> dict:
+    """generate keyword arguments that fix every setting which changes the next-token distribution.
+
+    generate fills what it is not given from the checkpoint's generation config and then from its
+    own defaults (top-k 50 among them); a released checkpoint may carry top-k, top-p or a
+    repetition penalty. The on-policy objectives score samples under the distribution they were
+    drawn from, so nothing may slip in: penalties are switched off here, and sampling uses exactly
+    ``temperature``, ``top_k`` (0 = off) and ``top_p`` (1.0 = off)."""
+    neutral = {
+        "repetition_penalty": 1.0,
+        "encoder_repetition_penalty": 1.0,
+        "no_repeat_ngram_size": 0,
+        "encoder_no_repeat_ngram_size": 0,
+        "min_length": 0,
+    }
+    if not do_sample:
+        return {"do_sample": False, **neutral}
+    filters = {"typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0}
+    return {"do_sample": True, "temperature": temperature, "top_k": top_k, "top_p": top_p, **filters, **neutral}
+
+
 def sampling_rules(
     model: torch.nn.Module,
     prompt_ids: torch.Tensor,
@@ -64,14 +97,27 @@ def sampling_rules(
     top_p: float,
     suppress_ids: Sequence[int],
     pad_id: int,
+    top_k: int = 0,
 ) -> tuple[LogitsProcessorList, torch.Tensor | None]:
-    """generate's own logits processors for these settings (suppression, temperature, and top-k /
-    top-p as the model's generation config and generate's defaults have them) and the EOS ids it
-    would stop at, built by generate's helpers so the semantics cannot drift apart."""
-    sampling = {"temperature": temperature, "top_p": top_p} if do_sample else {}
-    return generate_sampling_rules(
-        model, prompt_ids, do_sample=do_sample, suppress_tokens=list(suppress_ids), pad_token_id=pad_id, **sampling
+    """generate's own logits processors for these explicit settings (``explicit_sampling``:
+    suppression, temperature, top-k, top-p) and the EOS ids it would stop at, built by generate's
+    helpers so the semantics cannot drift apart. Any other processor (one the checkpoint's
+    generation config asks for, e.g. bad words or min-p) is an error, not a silent change."""
+    processors, eos_ids = generate_sampling_rules(
+        model,
+        prompt_ids,
+        suppress_tokens=list(suppress_ids),
+        pad_token_id=pad_id,
+        **explicit_sampling(do_sample, temperature, top_p, top_k),
     )
+    unexpected = [type(p).__name__ for p in processors if not isinstance(p, ALLOWED_PROCESSORS)]
+    if unexpected:
+        raise ValueError(
+            f"the checkpoint's generation config adds {', '.join(unexpected)} to sampling: ambemo samples only "
+            "with its own settings (strategy.rollout_temperature / rollout_top_k / rollout_top_p); remove those "
+            "entries from generation_config.json"
+        )
+    return processors, eos_ids
 
 
 def supports(model: torch.nn.Module) -> bool:
@@ -202,6 +248,7 @@ class RolloutEngine:
         do_sample: bool,
         temperature: float = 1.0,
         top_p: float = 1.0,
+        top_k: int = 0,
     ) -> torch.Tensor:
         """Prompt + generated ids, (rows * group, prompt length + generated): what ``generate`` returns
         for ``repeat_rows(batch, group)``. Rows that stopped early are padded with ``pad_id``."""
@@ -209,7 +256,7 @@ class RolloutEngine:
             ids, mask = batch["input_ids"], batch["attention_mask"]
             device, prompt_length = ids.device, ids.shape[1]
             processors, eos = sampling_rules(
-                unwrap(self.model), ids, do_sample, temperature, top_p, suppress_ids, pad_id
+                unwrap(self.model), ids, do_sample, temperature, top_p, suppress_ids, pad_id, top_k
             )
             stop = StopAfterSlot(stop_ids, prompt_length)
 

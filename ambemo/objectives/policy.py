@@ -4,7 +4,9 @@ Conventions follow trl (``trl/trainer/dpo_trainer.py``, ``grpo_trainer.py``), an
 check these functions against trl's code on the same tensors:
 
 - log-probabilities are per *completion* token: ``token_logprobs`` shifts logits against labels
-  as causal LM training does, with label -100 marking prompt and padding;
+  as causal LM training does, with label -100 marking prompt and padding; with a ``temperature``
+  they are those of the tempered distribution softmax(logits / T) that rollouts are sampled from
+  (trl divides the logits by its ``temperature`` the same way for pi, pi_old and pi_ref);
 - DPO is the sigmoid loss on summed sequence log-ratios;
 - GRPO advantages are group-normalised rewards ``(r - mean) / (std + 1e-4)`` with the unbiased
   std; the GRPO loss is token-level, clipped, plus beta times the k3 estimator of
@@ -17,11 +19,14 @@ import torch
 import torch.nn.functional as F
 
 
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logp, mask)``, both (B, T-1): log p(label_t+1 | prefix) and where a label exists."""
+def token_logprobs(
+    logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logp, mask)``, both (B, T-1): log p_T(label_t+1 | prefix) under softmax(logits / temperature),
+    and where a label exists."""
     labels = labels[:, 1:]
     mask = labels != -100
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    logp = torch.log_softmax(logits[:, :-1].float() / temperature, dim=-1)
     picked = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
     return picked * mask, mask
 

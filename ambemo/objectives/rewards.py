@@ -2,10 +2,12 @@
 
 r = -KL(p_human || p_hat) + format_weight * r_format (docs/method.md, GRPO). The format reward is
 strict on purpose: a lax one is the first thing RL learns to game (empty sections, duplicated
-blocks, bare tags, endless text). ``format_reward`` is 1 only for a reasoning that
-``parse_cot`` accepts (every marker exactly once, in order, non-empty parts, ending at the
-answer slot) *and* whose parts each carry real words, contain no tag-like markup of their own,
-and fit the length bound; otherwise 0.
+blocks, bare tags, endless text). ``format_reward`` is 1 only for a reasoning whose answer slot
+the model wrote itself (a slot forced after a reasoning cut off at the token budget, or ended
+early, earns nothing), that ``parse_cot`` accepts (every marker exactly once, in order,
+non-empty parts, ending at the answer slot) *and* whose parts each carry real words, contain no
+tag-like markup of their own (chat and special tokens such as ``<|im_end|>`` included), and fit
+the length bound; otherwise 0.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from ambemo.metrics.functional import kl_divergence
 from ambemo.model.prompts import parse_cot
 
 _WORD = re.compile(r"[A-Za-z]{2,}")
-_MARKUP = re.compile(r"</?\s*[A-Za-z]+\s*>|\[\s*Step\s*\d", re.IGNORECASE)
+_MARKUP = re.compile(r"</?\s*[A-Za-z]+\s*>|<\|[^|]*\|>|\[\s*Step\s*\d", re.IGNORECASE)
 
 
-def format_reward(text: str, max_words: int = 200, min_words_per_part: int = 2) -> float:
-    """1.0 for a well-formed, non-degenerate structured reasoning, else 0.0."""
+def format_reward(text: str, *, slot_written: bool, max_words: int = 200, min_words_per_part: int = 2) -> float:
+    """1.0 for a well-formed, non-degenerate structured reasoning whose answer slot the model wrote
+    (``slot_written``; see ``Reasoning.forced_tokens``), else 0.0."""
+    if not slot_written:
+        return 0.0
     cot = parse_cot(text)
     if cot is None or len(text.split()) > max_words:
         return 0.0
@@ -40,7 +45,9 @@ def distribution_reward(pred: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 def answer_reward(target: torch.Tensor, old_log_p: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
     """Reward of emotions drawn from the read-out itself (GRPO without reasoning): p_human(c) / p_old(c).
 
-    ``target`` and ``old_log_p`` are (B, C), ``drawn`` (B, K) class indices sampled from p_old.
+    ``target`` and ``old_log_p`` are (B, C), ``drawn`` (B, K) class indices sampled from p_old:
+    p_old must be the distribution they were actually drawn with (the tempered read-out), else
+    the identity below does not hold.
     -KL(p_human || p_hat) cannot rank the members of such a group (it does not depend on which
     emotion was drawn), but this importance-weighted reward does, and its score-function gradient
     E_{c ~ p_old}[r(c) grad log p_hat(c)] = sum_c p_human(c) grad log p_hat(c) = -grad KL(p_human || p_hat)

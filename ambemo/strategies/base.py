@@ -12,12 +12,15 @@ Assumptions:
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import lightning as L
 import torch
 from omegaconf import DictConfig
 
+from ambemo.cot.budget import generation_budget_report
 from ambemo.metrics.metrics import DistributionMetrics
 from ambemo.model.backbone import Backbone
 from ambemo.model.inputs import PromptEncoder, assemble, left_padded
@@ -62,6 +65,27 @@ class EmotionModule(L.LightningModule):
         self.test_rows: list[dict] = []
         # Checkpoints carry only trainable weights; the frozen rest comes from the base model.
         self.strict_loading = False
+
+    # ---- start-up ---------------------------------------------------------------------------
+
+    def generation_budgets(self) -> dict[str, int]:
+        """Config key -> most reasoning tokens generated there (evaluation; on-policy: rollouts too)."""
+        return {"strategy.max_new_tokens": int(self.cfg.strategy.max_new_tokens)}
+
+    def on_fit_start(self) -> None:
+        self.report_generation_budget()
+
+    def report_generation_budget(self) -> None:
+        """Count the curated reasonings that do not fit the generation budgets, and say so."""
+        trainer = self._trainer  # None when a step is driven without a Trainer (bench, tests)
+        datamodule = getattr(trainer, "datamodule", None)
+        if not self.use_cot or datamodule is None or not trainer.is_global_zero:
+            return
+        texts = [row.cot for row in datamodule.splits.get("train", []) if row.cot]
+        encoded = self.backbone.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        lengths = [len(ids) for ids in encoded]
+        for line in generation_budget_report(lengths, self.generation_budgets()):
+            print(f"[ambemo] {line}")
 
     # ---- evaluation -------------------------------------------------------------------------
 
@@ -168,7 +192,13 @@ class OnPolicyModule(EmotionModule):
             # a plain attribute, not a submodule: never trained, saved or moved by the optimizer
             object.__setattr__(self, "reference_model", reference)
 
+    def generation_budgets(self) -> dict[str, int]:
+        return super().generation_budgets() | {
+            "strategy.rollout_max_new_tokens": int(self.cfg.strategy.rollout_max_new_tokens)
+        }
+
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         if self.cfg.model.finetune == "full" and self.reference_model is None:
             self.freeze_reference()
         if self.reference_model is not None:
@@ -182,36 +212,41 @@ class OnPolicyModule(EmotionModule):
         with self.model.disable_adapter():  # peft: the base weights
             return forward_logits(self.model, batch)
 
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode (no dropout, LoRA's included) for the duration; the training mode is restored.
+        Every read-out that rewards or selects a sequence runs in it, sampled or curated alike."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
+
     @torch.no_grad()
     def sample(self, gen_batch: dict, num: int) -> tuple[dict, Reasoning, torch.Tensor]:
         """``num`` sampled reasonings per prompt and their read-outs: ``(repeated batch, reasoning, p_hat)``.
 
         Sampling runs in eval mode (no dropout) and with the KV cache, whatever the training
-        loop's mode; the rollout settings are ``strategy.rollout_*``, the engine ``model.rollout_engine``.
+        loop's mode; the rollout settings are ``strategy.rollout_*`` (all explicit: nothing from the
+        checkpoint's generation config), the engine ``model.rollout_engine``.
         """
         s = self.cfg.strategy
-        was_training = self.model.training
-        self.model.eval()
         repeated = repeat_rows(gen_batch, num)
-        reasoning = generate_reasoning(
-            self.backbone,
-            gen_batch,
-            s.rollout_max_new_tokens,
-            do_sample=True,
-            temperature=s.rollout_temperature,
-            top_p=s.rollout_top_p,
-            group=num,
-            engine=self.cfg.model.rollout_engine,
-        )
-        distribution = readout_after(self.backbone, repeated, reasoning.ids)
-        self.model.train(was_training)
+        with self.evaluating():
+            reasoning = generate_reasoning(
+                self.backbone,
+                gen_batch,
+                s.rollout_max_new_tokens,
+                do_sample=True,
+                temperature=s.rollout_temperature,
+                top_p=s.rollout_top_p,
+                top_k=s.rollout_top_k,
+                group=num,
+                engine=self.cfg.model.rollout_engine,
+            )
+            distribution = readout_after(self.backbone, repeated, reasoning.ids)
         return repeated, reasoning, distribution
-
-    def zero_loss(self) -> torch.Tensor:
-        """A loss of 0 that reaches every trainable weight. Under DDP every rank must run a
-        backward over the same parameters (the gradient all-reduce waits for all of them), even a
-        rank whose batch has nothing to learn from; returning None there would hang the others."""
-        return sum((p * 0).sum() for p in self.model.parameters() if p.requires_grad)  # type: ignore[return-value]
 
     def answer_log_probs(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         """Without reasoning the policy *is* the read-out: log p_hat over the classes at the
@@ -220,20 +255,42 @@ class OnPolicyModule(EmotionModule):
         return torch.log_softmax(class_logits(slot, self.backbone.class_token_ids).float(), dim=-1)
 
     @torch.no_grad()
-    def sample_answers(self, log_p: torch.Tensor, num: int) -> torch.Tensor:
-        """``num`` emotions per utterance drawn from p_hat with the rollout temperature and top-p:
-        class indices, (B, num). The answer-only counterpart of ``sample``."""
+    def answer_sampling_probs(self, log_p: torch.Tensor) -> torch.Tensor:
+        """The distribution emotions are drawn from without CoT: p_hat at the rollout temperature,
+        then top-k / top-p (renormalised by ``torch.multinomial``). (B, C)."""
         s = self.cfg.strategy
         probs = torch.softmax(log_p.detach() / s.rollout_temperature, dim=-1)
-        if s.rollout_top_p < 1.0:  # nucleus: the smallest set of classes holding top_p of the mass
-            sorted_probs, order = probs.sort(dim=-1, descending=True)
-            outside = sorted_probs.cumsum(-1) - sorted_probs >= s.rollout_top_p
-            probs = probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
-        return torch.multinomial(probs, num, replacement=True)
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # nucleus: the smallest set of classes holding top_p of the mass; top-k: the k largest
+        outside = sorted_probs.cumsum(-1) - sorted_probs >= s.rollout_top_p
+        if s.rollout_top_p >= 1.0:  # off: no class dropped to rounding in the cumulative sum
+            outside[:] = False
+        if s.rollout_top_k > 0:
+            outside[:, s.rollout_top_k :] = True
+        return probs.scatter(-1, order, sorted_probs.masked_fill(outside, 0.0))
 
-    def sequences(self, prompts: list[list[int]], targets: list[list[int]], audio_from: dict, rows: list[int]) -> dict:
-        """Right-padded prompt + target batch for scoring, with the audio of ``audio_from[rows]``."""
+    @torch.no_grad()
+    def sample_answers(self, log_p: torch.Tensor, num: int) -> torch.Tensor:
+        """``num`` emotions per utterance drawn from ``answer_sampling_probs``: class indices,
+        (B, num). The answer-only counterpart of ``sample``."""
+        return torch.multinomial(self.answer_sampling_probs(log_p), num, replacement=True)
+
+    def sequences(
+        self,
+        prompts: list[list[int]],
+        targets: list[list[int]],
+        audio_from: dict,
+        rows: list[int],
+        forced_tokens: list[int] | None = None,
+    ) -> dict:
+        """Right-padded prompt + target batch for scoring, with the audio of ``audio_from[rows]``.
+        ``forced_tokens`` (per row): the last tokens of a target that were appended (a forced answer
+        slot), not sampled: kept as context for the read-out, left out of the labels."""
         out = assemble(prompts, targets, self.backbone.tokenizer.pad_token_id)
+        for row, forced in enumerate(forced_tokens or []):
+            if forced:
+                end = int(out["slot_index"][row]) + 1
+                out["labels"][row, end - forced : end] = -100
         out = {k: v.to(self.device) for k, v in out.items()}
         index = torch.as_tensor(rows, device=self.device)
         out.update({k: audio_from[k][index] for k in AUDIO_KEYS})

@@ -6,8 +6,12 @@ for each; the rollout farthest from the human distribution (JS, above ``rejected
 
     L = DPO_beta(chosen, rejected) + kl_weight * KL(p_human || p_hat) + ce_weight * CE(curated)
 
-with p_hat read at the answer slot of both the chosen and the rejected sequence, so the
-read-out also learns on the model's own reasoning, which is what it reads at test time.
+with p_hat read at the answer slot of the curated reasoning of *every* utterance (the KL and CE
+terms are the paper's total loss, not conditional on a pair) and of each rejected rollout, so the
+read-out also learns on the model's own reasoning, which is what it reads at test time. A
+rejected rollout's forced answer slot (reasoning cut off before it) is read but not scored by
+the DPO term: the policy did not sample those tokens. The DPO log-probs are the policy's own
+(temperature 1, as trl's DPO): the rollout temperature only decides which sequence is rejected.
 
 Without CoT (``use_cot=False``, the ``dpo`` experiment) the policy *is* the read-out: a rollout
 is one emotion drawn from p_hat (rollout temperature / top-p); rejected = the drawn emotion with
@@ -17,8 +21,8 @@ those answers. KL and the majority-answer CE are then taken on every utterance o
 
 Assumptions: the reference policy is the starting weights (LoRA: adapters
 disabled; full fine-tuning: a frozen copy taken at the start of fit). Utterances whose rollouts
-are all close enough are skipped and counted; a batch with none left takes a zero-gradient step
-(not a skipped one, so that DDP ranks stay in step; AdamW's momentum and weight decay still act).
+are all close enough get no DPO term (counted in ``train/dpo_skipped``) but keep their KL and CE
+terms, so every DDP rank steps on every batch.
 """
 
 from __future__ import annotations
@@ -55,23 +59,34 @@ class DPOModule(OnPolicyModule):
             },
             batch_size=size,
         )
-        if not keep:
-            return self.zero_loss()  # nothing to prefer against (not None: DDP ranks must all step)
 
-        chosen = [curated[i] for i in keep]
-        rejected = [rollouts.ids[i * n + int(worst[i])] for i in keep]
-        pair = self.sequences([prompts[i] for i in keep] * 2, chosen + rejected, batch, keep * 2)
-        logits = forward_logits(self.model, pair)
-        logp, _ = token_logprobs(logits, pair["labels"])
-        reference_logp, _ = token_logprobs(self.reference_logits(pair), pair["labels"])
-        k = len(keep)
-        policy_seq, reference_seq = logp.sum(-1), reference_logp.sum(-1)
-        preference, chosen_reward, rejected_reward = dpo_loss(
-            policy_seq[:k], policy_seq[k:], reference_seq[:k], reference_seq[k:], s.beta
+        # rows: every utterance's curated reasoning (chosen; the KL and CE terms of the paper's
+        # total loss apply to all of them), then the rejected rollout of each utterance that has one
+        rejected = [i * n + int(worst[i]) for i in keep]
+        seq = self.sequences(
+            prompts + [prompts[i] for i in keep],
+            curated + [rollouts.ids[r] for r in rejected],
+            batch,
+            list(range(size)) + keep,
+            forced_tokens=[0] * size + [rollouts.forced_tokens[r] for r in rejected],
         )
-        slot = class_logits(gather_rows(logits, pair["slot_index"]), self.backbone.class_token_ids)
-        kl = readout_kl(slot, target[keep].repeat(2, 1))
-        ce = token_cross_entropy(logits[:k], pair["labels"][:k])
+        logits = forward_logits(self.model, seq)
+        slot = class_logits(gather_rows(logits, seq["slot_index"]), self.backbone.class_token_ids)
+        kl = readout_kl(slot, torch.cat([target, target[keep]]))
+        ce = token_cross_entropy(logits[:size], seq["labels"][:size])
+        if keep:
+            pair_rows = keep + list(range(size, size + len(keep)))
+            pair = {key: value[pair_rows] for key, value in seq.items()}
+            logp, _ = token_logprobs(logits[pair_rows], pair["labels"])
+            reference_logp, _ = token_logprobs(self.reference_logits(pair), pair["labels"])
+            policy_seq, reference_seq = logp.sum(-1), reference_logp.sum(-1)
+            k = len(keep)
+            preference, chosen_reward, rejected_reward = dpo_loss(
+                policy_seq[:k], policy_seq[k:], reference_seq[:k], reference_seq[k:], s.beta
+            )
+        else:  # nothing to prefer against: the KL and CE terms still train (every DDP rank steps)
+            preference = logits.new_zeros(())
+            chosen_reward = rejected_reward = torch.zeros(0, device=logits.device)
         loss = preference + s.kl_weight * kl + s.ce_weight * ce
         self.log_preference(loss, preference, kl, ce, chosen_reward, rejected_reward)
         return loss

@@ -5,18 +5,36 @@ r = -KL(p_human || p_hat) + format_weight * r_format (``ambemo.objectives.reward
 advantages are the rewards normalised within the utterance's group; the loss is the clipped,
 token-level, length-normalised ratio objective plus beta * KL(pi || pi_ref).
 
-GRPO_z (``include_curated=True``): the curated reasoning joins the group as member K+1 and is
-rewarded the same way, from its own read-out. It is not forced to be the best: when a sampled
-reasoning reads out closer to the human distribution, the curated one gets a lower (possibly
-negative) advantage like any other member, so the policy is pulled towards whichever reasoning
-explains the votes best. ``train/curated_best`` logs how often it tops its group.
+Every log-prob (pi, pi_old, pi_ref) is taken under the distribution the rollouts were sampled
+from: softmax(logits / rollout_temperature), as trl does; top-k / top-p are refused for GRPO
+(config check), and no sampling setting comes from the checkpoint's generation config. A
+rollout cut off before the answer slot is read after a forced slot (a line break and the slot,
+as in the curated reasoning); those appended tokens are not the policy's samples, so they are
+left out of the loss, and the member earns no format reward.
+
+GRPO_z (``include_curated=True``): the curated reasoning joins the group as member K+1, read out
+in eval mode like the K rollouts. ``curated_reward`` says how it is rewarded:
+``group_max`` (the default, the paper's "the ground-truth reasoning trajectory consistently
+receives the highest reward"): its own reward raised to the best reward of its group, so its
+advantage is the group's highest (tied when a rollout does as well); ``own``: rewarded from its
+own read-out like any member, so it gets a lower, possibly negative, advantage when a sampled
+reasoning reads out closer to the human distribution. ``train/curated_best`` logs how often its
+own reward is the group's highest (ties included), whatever the rule; ``train/reward_curated``
+the reward it is trained with, ``train/reward_curated_own`` its own. The policy did not sample the curated member, so
+its importance ratio is pi / pi_old of a sequence drawn from the curator, not from pi_old: at
+the first pass the ratio is 1 in value and its gradient is the advantage times the gradient of
+the curated reasoning's log-likelihood (an advantage-weighted SFT term, length-normalised like
+the rest); later passes clip it like any member's. There is no off-policy correction for the
+curator's own probabilities (unknown), unlike LUFFY's regularised importance sampling.
 
 Without CoT (``use_cot=False``, the ``grpo`` experiment) the policy is the read-out itself and
-a trajectory is one emotion c drawn from p_hat. -KL(p_human || p_hat) would be the same for
-every member of a group (no reasoning differs between them), so each member is rewarded
-r(c) = p_human(c) / p_old(c) (``objectives.rewards.answer_reward``): its policy gradient
-E_c~p_old[r(c) grad log p_hat(c)] is exactly -grad KL(p_human || p_hat), the same
-ambiguity-aware objective, estimated from samples. ``train/reward`` logs -KL(p_human || p_hat).
+a trajectory is one emotion c drawn from q = softmax(log p_hat / rollout_temperature). -KL(p_human
+|| p_hat) would be the same for every member of a group (no reasoning differs between them), so
+each member is rewarded r(c) = p_human(c) / q(c) (``objectives.rewards.answer_reward``), q being
+the probability it was actually drawn with: its policy gradient E_c~q[r(c) grad log p_hat(c)] is
+exactly -grad KL(p_human || p_hat), the same ambiguity-aware objective, estimated from samples.
+The identity needs every class to be drawable (q > 0 wherever p_human > 0): hence no top-k / top-p.
+``train/reward`` logs -KL(p_human || p_hat).
 
 Several optimisation passes per batch of rollouts (``num_iterations``, trl's name): the
 rollouts, rewards, advantages and reference log-probs are computed once; each pass recomputes
@@ -128,17 +146,25 @@ class GRPOModule(OnPolicyModule):
         # members of group i: rows i*k .. i*k+k-1 are rollouts, then (GRPO_z) the curated one
         members = [[rollouts.ids[i * k + j] for j in range(k)] for i in range(size)]
         texts = [[rollouts.texts[i * k + j] for j in range(k)] for i in range(size)]
+        forced = [[rollouts.forced_tokens[i * k + j] for j in range(k)] for i in range(size)]
         distributions = p_rollout.view(size, k, -1)
         if s.include_curated:
-            with torch.no_grad():
+            with torch.no_grad(), self.evaluating():  # read like the rollouts: no dropout
                 p_curated = readout_after(self.backbone, gen, curated)
             decode = self.backbone.tokenizer.decode
             for i in range(size):
                 members[i].append(curated[i])
                 texts[i].append(decode(curated[i]))
+                forced[i].append(0)
             distributions = torch.cat([distributions, p_curated.unsqueeze(1)], dim=1)
         group = len(members[0])
-        fmt = torch.tensor([[format_reward(t) for t in row] for row in texts], device=target.device)
+        fmt = torch.tensor(
+            [
+                [format_reward(t, slot_written=not f) for t, f in zip(text_row, forced_row, strict=True)]
+                for text_row, forced_row in zip(texts, forced, strict=True)
+            ],
+            device=target.device,
+        )
         kl_reward = distribution_reward(distributions.reshape(size * group, -1), target.repeat_interleave(group, 0))
         rewards = kl_reward.view(size, group) + s.format_weight * fmt
         logs = {
@@ -147,31 +173,40 @@ class GRPOModule(OnPolicyModule):
             "train/format_reward": fmt[:, :k].mean(),
         }
         if s.include_curated:
+            # on its own merit, whatever the rule: does the curated reasoning read out best?
+            logs["train/curated_best"] = (rewards[:, k] >= rewards[:, :k].max(dim=1).values).float().mean()
+            logs["train/reward_curated_own"] = rewards[:, k].mean()
+            if s.curated_reward == "group_max":
+                rewards[:, k] = rewards.max(dim=1).values
             logs["train/reward_curated"] = rewards[:, k].mean()
-            logs["train/curated_best"] = (rewards.argmax(dim=1) == k).float().mean()
 
         seq = self.sequences(
             [prompts[i] for i in range(size) for _ in range(group)],
             [m for row in members for m in row],
             batch,
             [i for i in range(size) for _ in range(group)],
+            forced_tokens=[f for row in forced for f in row],
         )
-        reference = token_logprobs(self.reference_logits(seq), seq["labels"])[0] if s.beta else None
+        temperature = s.rollout_temperature  # the distribution the rollouts were drawn from
+        reference = None
+        if s.beta:
+            reference = token_logprobs(self.reference_logits(seq), seq["labels"], temperature=temperature)[0]
         return RolloutBatch(
-            score=lambda: token_logprobs(forward_logits(self.model, seq), seq["labels"]),
+            score=lambda: token_logprobs(forward_logits(self.model, seq), seq["labels"], temperature=temperature),
             advantages=group_advantages(rewards).flatten(),
             reference_logp=reference,
             logs=logs,
         )
 
     def answer_rollouts(self, batch: dict) -> RolloutBatch:
-        """Without reasoning: K emotions drawn from p_hat, rewarded p_human(c) / p_old(c)."""
+        """Without reasoning: K emotions drawn from q (p_hat at the rollout temperature), rewarded p_human(c) / q(c)."""
         s = self.cfg.strategy
         target = batch["target"]
         with torch.no_grad():  # the sampling policy: no graph (each pass's ``score`` has its own)
             log_p = self.answer_log_probs(forward_logits(self.model, batch), batch)
-        drawn = self.sample_answers(log_p, s.group_size)  # (B, K)
-        rewards = answer_reward(target, log_p, drawn)
+        sampling = self.answer_sampling_probs(log_p)
+        drawn = torch.multinomial(sampling, s.group_size, replacement=True)  # (B, K)
+        rewards = answer_reward(target, sampling.log(), drawn)
         reference = None
         if s.beta:
             reference = self.answer_log_probs(self.reference_logits(batch), batch).gather(1, drawn).reshape(-1, 1)

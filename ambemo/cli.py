@@ -33,6 +33,7 @@ import shlex
 import sys
 
 from ambemo.config import GROUPS, ConfigError, compose, describe, experiment_names, group_options, parse_overrides
+from ambemo.paper import provenance, recipe_names
 
 USAGE = __doc__ or ""
 
@@ -42,6 +43,7 @@ def _train(argv: list[str]) -> int:
         cfg = compose(None, [a for a in parse_overrides([x for x in argv if x not in ("-h", "--help")])])
         print(USAGE)
         print(f"Experiments: {', '.join(experiment_names())}")
+        print(f"Paper recipes (7B, GPU): {', '.join(recipe_names())}")
         for group in GROUPS:
             print(f"  {group}=<{'|'.join(group_options(group))}>")
         print("\nKeys (current values for this experiment):")
@@ -57,7 +59,6 @@ def _train(argv: list[str]) -> int:
     cfg = compose(None, overrides)
     if print_only:
         from ambemo.config import to_yaml
-        from ambemo.paper import provenance
 
         print(to_yaml(cfg))
         print(provenance(cfg))  # each paper setting of this row: value, the paper's words, the source
@@ -106,6 +107,7 @@ def _folds(argv: list[str]) -> int:
 
 def _list(argv: list[str]) -> int:
     print("experiments: " + ", ".join(experiment_names()))
+    print("paper recipes (7B, GPU): " + ", ".join(recipe_names()))
     for group in GROUPS:
         print(f"{group}: " + ", ".join(group_options(group)))
     return 0

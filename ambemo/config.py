@@ -357,13 +357,15 @@ def group_options(group: str) -> list[str]:
 
 
 def experiment_names() -> list[str]:
-    """Names of the experiment files (``experiments/*.yaml``; ``experiments/<folder>/*.yaml`` as
-    ``<folder>/<name>``, e.g. ``headroom/dpo_cot``; sweep files are not experiments)."""
+    """Names of the runnable-here experiment files (``experiments/*.yaml``;
+    ``experiments/<folder>/*.yaml`` as ``<folder>/<name>``, e.g. ``headroom/dpo_cot``). Sweep files
+    are not experiments, and the paper's full-scale recipes (``experiments/paper/``, 7B on a GPU)
+    are listed by ``ambemo.paper.recipe_names``."""
     top = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
     nested = sorted(
         p.relative_to(EXPERIMENTS_DIR).with_suffix("").as_posix()
         for p in EXPERIMENTS_DIR.glob("*/*.yaml")
-        if p.parent.name != "sweeps"
+        if p.parent.name not in ("sweeps", "paper")
     )
     return top + nested
 

@@ -132,12 +132,17 @@ class Departure:
     reason: str
 
 
-SFT_DEMOS = ("sft", "sft_cot", "sft_cot_own", "sft_cot_nokl")
-DPO_DEMOS = ("dpo", "dpo_cot", "dpo_cot_nokl")
-GRPO_DEMOS = ("grpo", "grpo_cot", "grpoz_cot")
+# the headroom protocol's experiments (experiments/headroom/) extend the demo experiments of the
+# same name: they share their departures, except the start point and the SFT start's epochs
+HEADROOM_SFT = ("headroom/sft_cot_1ep",)
+HEADROOM_ONPOLICY = ("headroom/dpo_cot", "headroom/grpo_cot", "headroom/grpoz_cot")
+SFT_DEMOS = ("sft", "sft_cot", "sft_cot_own", "sft_cot_nokl", *HEADROOM_SFT)
+DPO_DEMOS = ("dpo", "dpo_cot", "dpo_cot_nokl", "headroom/dpo_cot")
+GRPO_COT_DEMOS = ("grpo_cot", "grpoz_cot", "headroom/grpo_cot", "headroom/grpoz_cot")
+GRPO_DEMOS = ("grpo", *GRPO_COT_DEMOS)
 TRAINED_DEMOS = (*SFT_DEMOS, *DPO_DEMOS, *GRPO_DEMOS)
 ALL_DEMOS = ("base", "cross_domain_iemocap", *TRAINED_DEMOS)
-COT_ONPOLICY_DEMOS = ("dpo_cot", "dpo_cot_nokl", "grpo_cot", "grpoz_cot")
+COT_ONPOLICY_DEMOS = ("dpo_cot", "dpo_cot_nokl", "grpo_cot", "grpoz_cot", *HEADROOM_ONPOLICY)
 
 DEPARTURES: tuple[Departure, ...] = (
     # the model and the hardware
@@ -155,15 +160,21 @@ DEPARTURES: tuple[Departure, ...] = (
     # optimisation of a small model trained from scratch
     Departure("strategy.lr", SFT_DEMOS, 2e-3, "a tiny model trained from scratch"),
     Departure("strategy.lr", (*DPO_DEMOS, "grpo"), 2e-4, "a fully fine-tuned tiny model"),
-    Departure("strategy.lr", ("grpo_cot", "grpoz_cot"), 1e-4, "a fully fine-tuned tiny model"),
-    Departure("strategy.weight_decay", ("sft_cot", "sft_cot_own"), 0.05, "measured: the tiny model overfits less"),
+    Departure("strategy.lr", GRPO_COT_DEMOS, 1e-4, "a fully fine-tuned tiny model"),
+    Departure(
+        "strategy.weight_decay",
+        ("sft_cot", "sft_cot_own", *HEADROOM_SFT),
+        0.05,
+        "measured: the tiny model overfits less",
+    ),
     Departure("strategy.weight_decay", ("sft", "sft_cot_nokl", *DPO_DEMOS, *GRPO_DEMOS), 0.01, "ambemo's default"),
     Departure("strategy.min_lr_ratio", TRAINED_DEMOS, 0.1, "ambemo's default (cosine to 10 % of lr)"),
     Departure("trainer.max_epochs", ("sft_cot", "sft_cot_own", "sft_cot_nokl"), 5, "minutes on CPU"),
     Departure("trainer.max_epochs", ("sft",), 16, "minutes on CPU"),
+    Departure("trainer.max_epochs", HEADROOM_SFT, 1, "the headroom protocol's unconverged SFT start"),
     Departure("trainer.max_epochs", ("dpo", "grpo"), 4, "minutes on CPU"),
     Departure("trainer.check_val_every_n_epoch", ("sft",), 4, "validation generates: CPU time"),
-    Departure("strategy.group_size", ("grpo_cot", "grpoz_cot"), 4, "CPU time"),
+    Departure("strategy.group_size", GRPO_COT_DEMOS, 4, "CPU time"),
     Departure("strategy.num_iterations", ("grpo",), 2, "reuses the cheap answer rollouts"),
     Departure(
         "strategy.rollout_temperature",
@@ -174,9 +185,15 @@ DEPARTURES: tuple[Departure, ...] = (
     # where training starts
     Departure(
         "model.init_from",
-        COT_ONPOLICY_DEMOS,
+        tuple(e for e in COT_ONPOLICY_DEMOS if e not in HEADROOM_ONPOLICY),
         "latest:sft_cot",
         "a random model must first learn to write reasoning: the demo's SFT run",
+    ),
+    Departure(
+        "model.init_from",
+        HEADROOM_ONPOLICY,
+        "latest:headroom/sft_cot_1ep",
+        "the headroom protocol: an SFT start that has not converged, so there is room to improve",
     ),
     Departure("model.init_from", ("dpo", "grpo"), "latest:sft", "a random model must first learn the read-out"),
     # the ablations and the variant (their own experiments)

@@ -5,14 +5,14 @@ layers below it:
 
     0 compat                      other libraries' private APIs
     1 data, metrics               corpora, clips, the DataModule; metric functions and Metrics
-    2 config                      the run configuration (its schema names data choices)
+    2 config, paper               the run configuration (its schema names data choices); the paper's settings
     3 model                       backbone, prompts, inputs, read-out, rollouts
     4 objectives, cot             pure training objectives; reasoning curation
     5 strategies                  one LightningModule per training method
-    6 resume, logging_wandb, plots
+    6 resume, logging_wandb, plots, paired   (paired: per-utterance paired statistics of runs)
     7 train                       the training recipe and run folder
-    8 inference, score, report    using trained runs
-    9 cli, bench, sweep, ambemo   entry points and tools (nothing below imports them)
+    8 inference, score, report, probe   using trained runs
+    9 cli, bench, sweep, folds, serve, ambemo   entry points and tools (nothing below imports them)
 
 Imports that break this today are listed in ``KNOWN_VIOLATIONS``, each with why it is still
 there; a test fails when an entry no longer occurs, so the list can only shrink.
@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "ambemo.data": 1,
     "ambemo.metrics": 1,
     "ambemo.config": 2,
+    "ambemo.paper": 2,
     "ambemo.model": 3,
     "ambemo.objectives": 4,
     "ambemo.cot": 4,
@@ -37,16 +38,20 @@ LAYERS: dict[str, int] = {
     "ambemo.resume": 6,
     "ambemo.logging_wandb": 6,
     "ambemo.plots": 6,
+    "ambemo.paired": 6,
     "ambemo.train": 7,
     "ambemo.inference": 8,
     "ambemo.score": 8,
     "ambemo.report": 8,
+    "ambemo.probe": 8,
     "ambemo.cli": 9,
     "ambemo.bench": 9,
     "ambemo.sweep": 9,
+    "ambemo.folds": 9,
+    "ambemo.serve": 9,
     "ambemo": 9,
 }
-TOOLS = ("ambemo.cli", "ambemo.bench", "ambemo.sweep")
+TOOLS = ("ambemo.cli", "ambemo.bench", "ambemo.sweep", "ambemo.folds")
 
 # (importer, imported): each still here because the code it needs lives in a file that other
 # work is reshaping; move it and delete the entry.

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ambemo.data.labels import CREMA_D_CLASSES
+from ambemo.errors import AmbemoError
 
 #: Repository root (holds conf/ and experiments/). Set AMBEMO_HOME to use another tree.
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +39,7 @@ EXPERIMENTS_DIR = PACKAGE_ROOT / "experiments"
 GROUPS = ("data", "model", "strategy", "trainer", "logger")
 
 
-class ConfigError(ValueError):
+class ConfigError(AmbemoError, ValueError):
     """A configuration problem, with a message that says what to change."""
 
 

@@ -39,6 +39,7 @@ import torch
 from ambemo.data.audio import AudioProblem, check_length, decode, to_model_rate
 from ambemo.data.jsonl import iter_json_objects
 from ambemo.data.jsonl import where as line_where
+from ambemo.errors import AmbemoError
 from ambemo.inference.ambiguity import normalised_entropy
 from ambemo.inference.device import autocast, to_device
 from ambemo.model.backbone import Backbone
@@ -51,7 +52,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opu
 EXPORT_META = "ambemo.json"
 
 
-class PredictInputError(ValueError):
+class PredictInputError(AmbemoError, ValueError):
     """The inputs cannot be read at all (an unreadable manifest, an empty folder, a bad array)."""
 
 

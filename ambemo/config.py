@@ -42,6 +42,8 @@ GROUPS = ("data", "model", "strategy", "trainer", "logger")
 class ConfigError(AmbemoError, ValueError):
     """A configuration problem, with a message that says what to change."""
 
+    kind = "config error"
+
 
 @dataclass
 class DataConfig:

@@ -17,6 +17,12 @@ class AmbemoError(Exception):
     """A problem with what the user gave or asked for; the message says what, why and what to do."""
 
     exit_code = 2
+    kind = ""
+    """A prefix naming the area (``config error``), for messages that do not start with a file."""
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        return f"{self.kind}: {message}" if self.kind else message
 
 
 class RunFolderError(AmbemoError, ValueError):

@@ -278,23 +278,27 @@ def train(cfg: DictConfig) -> Path:
     started = time.time()
     resume = find_resume_checkpoint(cfg)
     init = resolve_init(cfg)
+    given = bool(os.environ.get(RUN_DIR_ENV))  # a folder made by someone else (a sweep) is theirs
     run_dir = make_run_dir(cfg, resume)
     try:
         run(cfg, run_dir, resume, init, started)
     except BaseException as err:
         if rank_zero_only.rank == 0:
-            conclude_stopped(cfg, run_dir, err, resumed=resume is not None)
+            conclude_stopped(cfg, run_dir, err, keep=given or resume is not None)
+        if isinstance(err, SystemExit):  # Lightning's exit after Ctrl-C: an interruption to callers
+            raise KeyboardInterrupt from err
         raise
     return run_dir
 
 
-def conclude_stopped(cfg: DictConfig, run_dir: Path, err: BaseException, resumed: bool) -> None:
-    """After a failure or an interruption: remove a fresh run folder that holds no checkpoint (nothing
-    to resume or inspect but the error, which is printed), else mark it ``failed`` / ``interrupted``."""
+def conclude_stopped(cfg: DictConfig, run_dir: Path, err: BaseException, keep: bool) -> None:
+    """After a failure or an interruption: remove a run folder this run made that holds no checkpoint
+    (nothing to resume or inspect but the error, which is printed), else mark it ``failed`` /
+    ``interrupted``."""
     interrupted = isinstance(err, KeyboardInterrupt | SystemExit | SIGTERMException)
     state = INTERRUPTED if interrupted else FAILED
     reason = "interrupted (Ctrl-C or a signal)" if interrupted else f"{type(err).__name__}: {err}".splitlines()[0]
-    if not resumed and not checkpoint_files(run_dir) and run_dir.is_dir():
+    if not keep and not checkpoint_files(run_dir) and run_dir.is_dir():
         shutil.rmtree(run_dir, ignore_errors=True)
         print(f"[ambemo] the run {state} before its first checkpoint: removed its folder {run_dir}")
         return

@@ -34,6 +34,8 @@ SHOWN = 20
 class CorpusError(AmbemoError, ValueError):
     """Corpus input that cannot be used; the message names the file (and line) and what to change."""
 
+    kind = "data error"
+
 
 @dataclass(frozen=True)
 class Skip:

@@ -16,6 +16,12 @@ def where(path: str | Path, line: int) -> str:
     return f"{path} line {line}"
 
 
+def json_lines(text: str) -> list[str]:
+    """The lines of a JSONL text: split at ``\\n`` only. ``str.splitlines`` would also split at
+    characters that JSON strings may hold unescaped (U+2028, form feed, ...), breaking valid lines."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def iter_json_objects(path: str | Path, error: type[ValueError] = ValueError) -> Iterator[tuple[int, dict]]:
     """Yield ``(line number, object)`` per non-blank line (numbers count blank lines too).
 
@@ -26,7 +32,7 @@ def iter_json_objects(path: str | Path, error: type[ValueError] = ValueError) ->
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"{path}: cannot read: {exc}") from exc
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(json_lines(text), start=1):
         if not raw.strip():
             continue
         try:

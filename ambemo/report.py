@@ -75,7 +75,7 @@ def _skipped(line: str) -> None:
 
 def newest_runs(runs: Path) -> list[Path]:
     """The newest finished run folder of every experiment under ``runs``."""
-    return latest_runs(runs, note=_skipped)
+    return latest_runs(runs, note=_skipped, weights=False)
 
 
 def run_dataset(run_dir: Path) -> str:
@@ -95,13 +95,13 @@ def expand_run_dirs(paths: list[Path]) -> list[Path]:
         if not path.is_dir():
             raise ValueError(f"{path}: not a folder")
         if is_run_folder(path):
-            reason = unusable_reason(path)
+            reason = unusable_reason(path, weights=False)
             if reason is None:
                 found.append(path)
             else:
                 _skipped(f"skipped {path}: {reason}")
         elif any(is_run_folder(p) for p in path.iterdir() if p.is_dir()):
-            if (latest := latest_run(path.parent, path.name, note=_skipped)) is not None:
+            if (latest := latest_run(path.parent, path.name, note=_skipped, weights=False)) is not None:
                 found.append(latest)
         elif newest := newest_runs(path):
             found.extend(newest)

@@ -135,12 +135,14 @@ def status(run_dir: Path) -> str | None:
     return FAST_DEV_RUN if fast else FINISHED
 
 
-def unusable_reason(run_dir: Path) -> str | None:
-    """Why a run cannot stand for its experiment's result (None: it can)."""
+def unusable_reason(run_dir: Path, weights: bool = True) -> str | None:
+    """Why a run cannot stand for its experiment's result (None: it can). ``weights``: it must also
+    still have the weights that scored its test split (what ``latest:``, predict and export load;
+    a results table needs only the predictions)."""
     try:
         state = status(run_dir)
     except RunFolderError as err:
-        return str(err)
+        return str(err).removeprefix(f"{run_dir / SUMMARY}: ")
     if state is None:
         return f"no {SUMMARY} (still running, or killed)"
     if state == FAST_DEV_RUN:
@@ -148,21 +150,24 @@ def unusable_reason(run_dir: Path) -> str | None:
     if state in (FAILED, INTERRUPTED):
         error = read_summary(run_dir).get("error")
         return state + (f": {error}" if error else "")
+    if not weights:
+        return None if (run_dir / PREDICTIONS).is_file() else f"no {PREDICTIONS}"
     try:
         scoring_checkpoint(run_dir)
     except (RunFolderError, CheckpointError) as err:
-        return str(err)
+        return str(err).removeprefix(f"{run_dir}: ")
     return None
 
 
-def latest_run(out_dir: str | Path, experiment: str, note: Note | None = _say) -> Path | None:
+def latest_run(out_dir: str | Path, experiment: str, note: Note | None = _say, weights: bool = True) -> Path | None:
     """The newest usable (``finished``, with its test weights) run of ``experiment`` under ``out_dir``.
 
     Newer runs passed over are reported through ``note`` (one line each), so a user sees why a
-    fast-dev or failed run was not taken.
+    fast-dev or failed run was not taken. ``weights=False``: the test weights need not be there
+    (a results table reads only the predictions).
     """
     for run_dir in reversed(run_folders(out_dir, experiment)):
-        reason = unusable_reason(run_dir)
+        reason = unusable_reason(run_dir, weights)
         if reason is None:
             return run_dir
         if note is not None:
@@ -170,12 +175,12 @@ def latest_run(out_dir: str | Path, experiment: str, note: Note | None = _say) -
     return None
 
 
-def latest_runs(runs_root: str | Path, note: Note | None = _say) -> list[Path]:
+def latest_runs(runs_root: str | Path, note: Note | None = _say, weights: bool = True) -> list[Path]:
     """The newest usable run of every experiment folder under ``runs_root``."""
     root = Path(runs_root)
     if not root.is_dir():
         return []
-    found = (latest_run(root, p.name, note) for p in sorted(root.iterdir()) if p.is_dir())
+    found = (latest_run(root, p.name, note, weights) for p in sorted(root.iterdir()) if p.is_dir())
     return [run for run in found if run is not None]
 
 

@@ -336,7 +336,7 @@ def grid_size(sweep: Sweep) -> int:
 def trial_value(run_dir: Path, metric: str, goal: str) -> float:
     """The sweep metric of a finished run folder (see the module docstring). A trial whose run is
     not finished (a fast-dev, failed or interrupted run) has no value: ``SweepError`` says why."""
-    reason = unusable_reason(run_dir)
+    reason = unusable_reason(run_dir, weights=False)
     if reason is not None:
         raise SweepError(f"{run_dir}: not counted: {reason}")
     if metric.startswith("test/"):

@@ -52,7 +52,7 @@ def check_trainable_keys(module: torch.nn.Module, state: dict, source: Path | st
     missing = sorted(trainable_keys(module) - set(state))
     unexpected = sorted(set(state) - set(module.state_dict()))
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"{source} does not fit this model: {len(missing)} trainable tensors missing (e.g. {missing[:3]}), "
             f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}). Was it trained with "
             "the same model.* settings (size, finetune, LoRA rank)?"

@@ -141,8 +141,8 @@ def unusable_reason(run_dir: Path, weights: bool = True) -> str | None:
     a results table needs only the predictions)."""
     try:
         state = status(run_dir)
-    except RunFolderError as err:
-        return str(err).removeprefix(f"{run_dir / SUMMARY}: ")
+    except RunFolderError as err:  # a malformed summary.json: the message names it
+        return str(err)
     if state is None:
         return f"no {SUMMARY} (still running, or killed)"
     if state == FAST_DEV_RUN:

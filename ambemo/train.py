@@ -164,7 +164,9 @@ def resolve_init(cfg: DictConfig) -> Path | None:
     if not spec:
         return None
     if not spec.startswith("latest:"):
-        return find_checkpoint(spec)
+        checkpoint = find_checkpoint(spec)
+        load_checkpoint(checkpoint, mmap=True)  # a truncated or foreign file fails before the run folder exists
+        return checkpoint
     name = spec.partition(":")[2]
     finished = latest_run(cfg.out_dir, name)
     if finished:
@@ -285,8 +287,8 @@ def train(cfg: DictConfig) -> Path:
     except BaseException as err:
         if rank_zero_only.rank == 0:
             conclude_stopped(cfg, run_dir, err, keep=given or resume is not None)
-        if isinstance(err, SystemExit):  # Lightning's exit after Ctrl-C: an interruption to callers
-            raise KeyboardInterrupt from err
+        if isinstance(err, SystemExit) and not isinstance(err, SIGTERMException):
+            raise KeyboardInterrupt from err  # Lightning's exit after Ctrl-C: an interruption to callers
         raise
     return run_dir
 

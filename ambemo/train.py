@@ -290,6 +290,9 @@ def train(cfg: DictConfig) -> Path:
         if isinstance(err, SystemExit) and not isinstance(err, SIGTERMException):
             raise KeyboardInterrupt from err  # Lightning's exit after Ctrl-C: an interruption to callers
         raise
+    finally:
+        if not given:  # the next run in this process (a notebook, a test) gets a folder of its own
+            os.environ.pop(RUN_DIR_ENV, None)
     return run_dir
 
 

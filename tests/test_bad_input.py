@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import ambemo.train as recipe  # imported here, not in a test: Lightning's log handler keeps the stream of its import
 from ambemo import cli
 from ambemo.data.jsonl import iter_json_objects
 from ambemo.data.labels import CREMA_D_CLASSES
@@ -412,7 +413,11 @@ def test_corpus_problems_stop_with_the_file_and_line(
     cut[1]["audio"] = str(clips["truncated"])
     path = _manifest(small_corpus, tmp_path / "cut", cut)
     code, printed = ambemo(capsys, *common, f"data.path={path}")
-    assert code == 2 and f"{path} line 2: truncated audio" in printed and "data.on_bad_audio=skip" in printed
+    assert (
+        code == 2
+        and f"{clips['truncated']} ({path} line 2): truncated audio" in printed
+        and "data.on_bad_audio=skip" in printed
+    )
 
 
 def test_an_unknown_class_joins_the_class_set_only_when_asked(small_corpus: Path, tmp_path: Path) -> None:
@@ -458,8 +463,6 @@ def test_a_stopped_run_is_marked_and_resumable(
     code: int,
 ) -> None:
     import lightning as L
-
-    import ambemo.train as recipe
 
     class StopAtStep2(L.Callback):
         def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
@@ -520,7 +523,7 @@ def test_curation_names_its_endpoint_and_stops_at_once_when_it_is_unreachable(
     code = curate_main([str(small_corpus), *map(str, args), "--limit", "12"])
     printed = capsys.readouterr()
     assert code == 3 and time.time() - started < 60
-    assert f"[ambemo curate] requests go to {dead} (OPENAI_BASE_URL)" in printed.err
+    assert f"[ambemo curate] requests go to {dead}" in printed.err and "(OPENAI_BASE_URL)" in printed.err
     summary = json.loads(report.read_text())
     assert f"cannot reach the endpoint {dead}" in summary["stopped"] and "OPENAI_BASE_URL" in summary["stopped"]
     assert summary["failed"] <= 2 and summary["not_started"] >= 10  # one wave of requests, then the stop

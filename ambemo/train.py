@@ -350,7 +350,8 @@ def run(cfg: DictConfig, run_dir: Path, resume: Path | None, init: Path | None, 
         deterministic=False,
     )
     if trainer.is_global_zero:
-        (run_dir / CONFIG).write_text(to_yaml(cfg))
+        if resume is None:  # a resumed run keeps its config.yaml until the continuation has finished
+            (run_dir / CONFIG).write_text(to_yaml(cfg))
         print(f"[ambemo] run folder: {run_dir}")
         print(f"[ambemo] trainable parameters: {trainable:,} of {total:,}")
         if resume is not None:
@@ -374,6 +375,8 @@ def run(cfg: DictConfig, run_dir: Path, resume: Path | None, init: Path | None, 
             module.to(device).eval()
             calibrate(module.read, datamodule.val_dataloader(), device, t.precision, run_dir)
             weights = Path(test_ckpt).name if test_ckpt else FINAL_WEIGHTS
+            if resume is not None:
+                (run_dir / CONFIG).write_text(to_yaml(cfg))
             write_results(cfg, run_dir, module, datamodule, weights, trainable, total, time.time() - started, init)
             log_test_results(cfg, run_dir, module.test_rows)  # plots/ and the W&B table and images
     finally:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SMALL as SMALL_CORPUS
 
 import ambemo.train as recipe  # imported here, not in a test: Lightning's log handler keeps the stream of its import
 from ambemo import cli
@@ -47,19 +48,19 @@ def ambemo(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     return code, printed.out + printed.err
 
 
+def train_sft(small_corpus: Path) -> list[str]:
+    """``ambemo train experiment=sft`` on the test session's small corpus, on the CPU."""
+    sizes = [f"data.{k}={v}" for k, v in SMALL_CORPUS.items()]
+    return ["train", "experiment=sft", f"data.root={small_corpus}", *sizes, "trainer.accelerator=cpu"]
+
+
 @pytest.fixture(scope="module")
 def trained(small_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One finished run: 3 epochs of one step, validation after the 2nd, tested with its final weights."""
     out = tmp_path_factory.mktemp("runs")
     args = [
-        "train",
-        "experiment=sft",
-        f"data.root={small_corpus}",
-        "data.n_train=48",
-        "data.n_val=8",
-        "data.n_test=8",
+        *train_sft(small_corpus),
         *SMALL,
-        "trainer.accelerator=cpu",
         "trainer.max_epochs=3",
         "trainer.check_val_every_n_epoch=2",
         "trainer.test_weights=last",
@@ -473,12 +474,7 @@ def test_a_stopped_run_is_marked_and_resumable(
     monkeypatch.setattr(recipe, "make_callbacks", lambda *a: [*make(*a), StopAtStep2()])
     runs = tmp_path / "runs"
     args = [
-        "train",
-        "experiment=sft",
-        f"data.root={small_corpus}",
-        "data.n_train=48",
-        "data.n_val=8",
-        "data.n_test=8",
+        *train_sft(small_corpus),
         "data.batch_size=2",
         "data.limit_train=8",
         "trainer.checkpoint_every_n_steps=1",

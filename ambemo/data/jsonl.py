@@ -22,11 +22,10 @@ def json_lines(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in text.split("\n")]
 
 
-def iter_json_objects(path: str | Path, error: type[ValueError] = ValueError) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line number, object)`` per non-blank line (numbers count blank lines too).
-
-    Raises ``error`` for an unreadable file, invalid JSON, or a line that is not a JSON object.
-    """
+def read_json_lines(path: str | Path, error: type[ValueError] = ValueError) -> Iterator[tuple[int, dict | None, str]]:
+    """Yield ``(line number, object, "")`` per non-blank line, or ``(number, None, why)`` for a
+    line that is not a JSON object (numbers count blank lines too), for readers that skip bad
+    lines. Raises ``error`` only for a file that cannot be read."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -38,7 +37,20 @@ def iter_json_objects(path: str | Path, error: type[ValueError] = ValueError) ->
         try:
             record = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise error(f"{where(path, number)}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            yield number, None, f"invalid JSON ({exc.msg} at column {exc.colno})"
+            continue
         if not isinstance(record, dict):
-            raise error(f"{where(path, number)}: expected a JSON object, got {type(record).__name__}")
+            yield number, None, f"expected a JSON object, got {type(record).__name__}"
+            continue
+        yield number, record, ""
+
+
+def iter_json_objects(path: str | Path, error: type[ValueError] = ValueError) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line number, object)`` per non-blank line (numbers count blank lines too).
+
+    Raises ``error`` for an unreadable file, invalid JSON, or a line that is not a JSON object.
+    """
+    for number, record, problem in read_json_lines(path, error):
+        if record is None:
+            raise error(f"{where(path, number)}: {problem}")
         yield number, record

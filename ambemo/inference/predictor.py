@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from ambemo.data.audio import AudioProblem, check_length, decode, to_model_rate
-from ambemo.data.jsonl import json_lines
+from ambemo.data.jsonl import read_json_lines
 from ambemo.data.jsonl import where as line_where
 from ambemo.errors import AmbemoError, OutputPathError
 from ambemo.inference.ambiguity import normalised_entropy
@@ -269,24 +269,13 @@ def _from_path(path: Path) -> list[AudioInput]:
 
 def _from_manifest(path: Path) -> Iterator[AudioInput]:
     """One input per non-blank line; a line that cannot be read becomes a skip naming it."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise PredictInputError(f"{path}: cannot read the manifest ({err}). Pass a UTF-8 JSONL file") from None
-    for number, raw in enumerate(json_lines(text), start=1):
-        if not raw.strip():
-            continue
+    for number, line, problem in read_json_lines(path, PredictInputError):
         where = line_where(path, number)
-        try:
-            line = json.loads(raw)
-        except json.JSONDecodeError as err:
-            yield AudioInput(where, problem=f"invalid JSON ({err.msg} at column {err.colno})")
+        if line is None:
+            yield AudioInput(where, problem=problem)
             continue
-        audio = line.get("audio") if isinstance(line, dict) else None
-        transcript = line.get("transcript") if isinstance(line, dict) else None
-        if not isinstance(line, dict):
-            yield AudioInput(where, problem=f"expected a JSON object, got {type(line).__name__}")
-        elif not isinstance(audio, str) or not audio:
+        audio, transcript = line.get("audio"), line.get("transcript")
+        if not isinstance(audio, str) or not audio:
             yield AudioInput(str(line.get("id", where)), problem=f'{where}: no "audio" path')
         elif transcript is not None and not isinstance(transcript, str):
             yield AudioInput(str(line.get("id", audio)), problem=f'{where}: "transcript" must be a string')

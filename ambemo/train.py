@@ -34,6 +34,7 @@ the dependency first.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -305,6 +306,8 @@ def conclude_stopped(cfg: DictConfig, run_dir: Path, err: BaseException, keep: b
     reason = "interrupted (Ctrl-C or a signal)" if interrupted else f"{type(err).__name__}: {err}".splitlines()[0]
     if not keep and not checkpoint_files(run_dir) and run_dir.is_dir():
         shutil.rmtree(run_dir, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            run_dir.parent.rmdir()  # the experiment's folder too, if this was its only run
         print(f"[ambemo] the run {state} before its first checkpoint: removed its folder {run_dir}")
         return
     mark_stopped(run_dir, state, reason, experiment=cfg.experiment)

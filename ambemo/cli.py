@@ -20,6 +20,10 @@
     ambemo list                                        # experiments and building blocks
     ambemo bench [--size tiny|7b] [--group K] [--new-tokens N] [--json F]  # step and rollout speed (--help)
 
+A problem with the input (a setting, a file, a run folder, a checkpoint, an output path) ends
+with one line ``ambemo: <what>: <why>. <what to do>`` and exit status 2 (130 when interrupted);
+a traceback means a bug. ``ambemo --debug COMMAND ...`` shows the traceback in every case.
+
 ``--key=value`` is accepted everywhere ``key=value`` is, because that is what a W&B sweep agent
 passes to the training command. ``AMBEMO_OVERRIDES="key=value ..."`` in the environment adds
 overrides to every ``ambemo train`` before its own arguments (which win): how ``ambemo sweep`` and
@@ -31,8 +35,10 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import traceback
 
 from ambemo.config import GROUPS, ConfigError, compose, describe, experiment_names, group_options, parse_overrides
+from ambemo.errors import AmbemoError
 from ambemo.paper import provenance, recipe_names
 
 USAGE = __doc__ or ""
@@ -115,14 +121,9 @@ def _list(argv: list[str]) -> int:
 
 def _data(argv: list[str]) -> int:
     if argv[:1] == ["summary"]:
-        from ambemo.data.report import CorpusError
         from ambemo.data.summary import main as summary_main
 
-        try:
-            return summary_main(argv[1:])
-        except CorpusError as err:
-            print(f"ambemo: data error: {err}", file=sys.stderr)
-            return 2
+        return summary_main(argv[1:])
     from ambemo.data.synthetic import main as synthetic_main
 
     synthetic_main(argv or ["data/builtin"])
@@ -209,6 +210,9 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv[:1]
+    if debug:
+        argv = argv[1:]
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(USAGE)
         if argv and argv[0] not in ("-h", "--help"):
@@ -217,9 +221,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return COMMANDS[argv[0]](argv[1:])
-    except ConfigError as err:
-        print(f"ambemo: config error: {err}", file=sys.stderr)
-        return 2
+    except AmbemoError as err:
+        if debug:
+            traceback.print_exc()
+        print(f"ambemo: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print(f"ambemo: {argv[0]}: interrupted. Whatever was written before is kept", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

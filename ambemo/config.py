@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import inspect
 import itertools
+import math
 import textwrap
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ambemo.data.labels import CREMA_D_CLASSES
+from ambemo.errors import AmbemoError
 
 #: Repository root (holds conf/ and experiments/). Set AMBEMO_HOME to use another tree.
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -38,8 +40,10 @@ EXPERIMENTS_DIR = PACKAGE_ROOT / "experiments"
 GROUPS = ("data", "model", "strategy", "trainer", "logger")
 
 
-class ConfigError(ValueError):
+class ConfigError(AmbemoError, ValueError):
     """A configuration problem, with a message that says what to change."""
+
+    kind = "config error"
 
 
 @dataclass
@@ -535,12 +539,83 @@ _CHOICES = {
 }
 
 
+#: Lowest value (and whether it is allowed) of numeric settings; keys a config lacks are passed over.
+_AT_LEAST: dict[str, tuple[float, bool]] = {
+    **{f"data.{k}": (0, True) for k in ("n_train", "n_val", "n_test", "num_workers", "limit_train", "limit_eval")},
+    **{f"model.{k}": (1, True) for k in ("lora_r", "chunk_seconds")},
+    "model.lora_alpha": (0, False),
+    **{
+        f"strategy.{k}": (0, True)
+        for k in (
+            "kl_weight",
+            "ce_weight",
+            "answer_ce_weight",
+            "weight_decay",
+            "warmup_ratio",
+            "min_lr_ratio",
+            "rejected_min_js",
+            "beta",
+            "clip_epsilon",
+            "format_weight",
+            "own_readout_weight",
+        )
+    },
+    **{f"strategy.{k}": (0, False) for k in ("lr", "rollout_temperature", "rollout_top_p")},
+    **{f"strategy.{k}": (1, True) for k in ("rollout_max_new_tokens", "group_size")},
+    **{f"trainer.{k}": (1, True) for k in ("num_nodes", "check_val_every_n_epoch", "log_every_n_steps")},
+    "trainer.accumulate_grad_batches": (1, True),
+    **{f"trainer.{k}": (0, True) for k in ("gradient_clip_val", "limit_val_batches", "torch_threads")},
+    "trainer.max_steps": (-1, True),
+}
+#: Highest value (and whether it is allowed).
+_AT_MOST: dict[str, tuple[float, bool]] = {
+    "model.lora_dropout": (1, False),
+    "strategy.warmup_ratio": (1, True),
+    "strategy.min_lr_ratio": (1, True),
+    "strategy.rollout_top_p": (1, True),
+}
+
+
+def _check_numbers(cfg: DictConfig) -> None:
+    """Every number finite, and within the range where the setting means something: a NaN loss
+    weight or a negative learning rate would train without a word and give NaN or wrong results."""
+    for key, value in _numbers(cfg):
+        if not math.isfinite(value):
+            raise ConfigError(f"bad value for '{key}': {value}. Give a finite number")
+    for key, (low, inclusive) in _AT_LEAST.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, int | float) and (value < low or (value == low and not inclusive)):
+            raise ConfigError(f"bad value for '{key}': {value}. It must be {'>=' if inclusive else '>'} {low}")
+    for key, (high, inclusive) in _AT_MOST.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if isinstance(value, int | float) and (value > high or (value == high and not inclusive)):
+            raise ConfigError(f"bad value for '{key}': {value}. It must be {'<=' if inclusive else '<'} {high}")
+    epochs = cfg.trainer.max_epochs
+    if epochs < -1 or (epochs == -1 and cfg.trainer.max_steps < 1):
+        raise ConfigError(
+            f"bad value for 'trainer.max_epochs': {epochs}. It must be >= 0 (0: evaluate only), "
+            "or -1 with trainer.max_steps > 0"
+        )
+    if cfg.trainer.max_steps == 0:
+        raise ConfigError("bad value for 'trainer.max_steps': 0. Use -1 (no limit) or a positive count")
+
+
+def _numbers(node: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(dotted key, value) of every float in a config, lists included."""
+    if isinstance(node, DictConfig):
+        return [pair for key in node for pair in _numbers(node[key], f"{prefix}{key}.")]
+    if OmegaConf.is_list(node):
+        return [pair for i, item in enumerate(node) for pair in _numbers(item, f"{prefix[:-1]}[{i}].")]
+    return [(prefix[:-1], node)] if isinstance(node, float) else []
+
+
 def _check(cfg: DictConfig) -> None:
     """Cross-field checks that the types alone cannot express."""
     for key, valid in _CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in valid:
             raise ConfigError(f"bad value for '{key}': {value!r}. Valid choices: {', '.join(valid)}")
+    _check_numbers(cfg)
     if cfg.model.name not in TINY_MODELS and not cfg.model.path:
         raise ConfigError(
             f"model.name={cfg.model.name} loads a local checkpoint: set model.path=/dir/of/the/checkpoint "

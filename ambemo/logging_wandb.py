@@ -23,7 +23,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from ambemo.compat import logged_values
-from ambemo.plots import ambiguity_buckets, load_predictions, read_predictions, utterance_rows, write_plots
+from ambemo.plots import ambiguity_buckets, read_predictions, utterance_rows, write_plots
+from ambemo.runs import read_predictions as run_predictions
 
 #: Config keys whose values are never sent anywhere: a key whose last ``_``-separated word names a
 #: credential (``api_key``, ``hf_token``, ``client_secret``, ``password`` ...). Whole words only, so
@@ -55,7 +56,7 @@ def public_config(cfg: DictConfig) -> dict[str, Any]:
 def log_test_results(cfg: DictConfig, run_dir: Path, rows: list[dict[str, Any]] | None = None) -> dict[str, Path]:
     """Write ``<run_dir>/plots/`` from the test predictions (``rows``, else ``predictions.jsonl``) and,
     when the run logs to W&B, log the same table and images to the active W&B run."""
-    predictions = read_predictions(rows, str(run_dir)) if rows else load_predictions(run_dir / "predictions.jsonl")
+    predictions = read_predictions(rows or run_predictions(run_dir), str(run_dir))
     paths = write_plots(run_dir, predictions)
     if cfg.logger.name != "wandb":
         return paths

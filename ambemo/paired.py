@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
-from ambemo.data.jsonl import iter_json_objects
+from ambemo.errors import RunFolderError
 from ambemo.metrics.functional import bhattacharyya_coefficient, brier_score, js_divergence, pearson_r2
+from ambemo.runs import PREDICTIONS, read_predictions, run_seed
 
 METRICS = ("js", "bc", "r2", "brier")
 #: Which way is better, for the marks in tables: JS and Brier are lower-better.
@@ -31,12 +31,15 @@ class PairingError(ValueError):
 def utterance_metrics(run_dir: Path) -> tuple[list[str], dict[str, torch.Tensor]]:
     """Utterance ids and per-utterance JS, BC, R2 and Brier of a run's ``predictions.jsonl``, in
     file order. R2 (squared Pearson over the classes) is NaN where the target is constant."""
-    rows = [record for _, record in iter_json_objects(run_dir / "predictions.jsonl")]
-    if not rows:
-        raise ValueError(f"{run_dir}/predictions.jsonl: no predictions")
-    classes = list(rows[0]["target"])
-    pred = torch.tensor([[r["distribution"][c] for c in classes] for r in rows], dtype=torch.float64)
-    target = torch.tensor([[r["target"][c] for c in classes] for r in rows], dtype=torch.float64)
+    rows = read_predictions(run_dir)
+    try:
+        classes = list(rows[0]["target"])
+        pred = torch.tensor([[r["distribution"][c] for c in classes] for r in rows], dtype=torch.float64)
+        target = torch.tensor([[r["target"][c] for c in classes] for r in rows], dtype=torch.float64)
+    except (KeyError, TypeError, ValueError) as err:
+        raise RunFolderError(
+            f"{run_dir / PREDICTIONS}: a record lacks {err} or is malformed. Rerun the experiment"
+        ) from None
     r2, valid = pearson_r2(pred, target)
     values = {
         "js": js_divergence(pred, target),
@@ -45,13 +48,6 @@ def utterance_metrics(run_dir: Path) -> tuple[list[str], dict[str, torch.Tensor]
         "brier": brier_score(pred, target),
     }
     return [str(r["id"]) for r in rows], values
-
-
-def run_seed(run_dir: Path) -> int | None:
-    """The ``seed`` a run folder was trained with (from its ``config.yaml``; None if it has none)."""
-    config = run_dir / "config.yaml"
-    seed = OmegaConf.select(OmegaConf.load(config), "seed") if config.is_file() else None
-    return None if seed is None else int(seed)
 
 
 def runs_by_seed(runs: Path) -> dict[str, dict[int, Path]]:

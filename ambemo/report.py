@@ -2,9 +2,10 @@
 
     ambemo report [RUN_DIR ...] [--runs runs] [--out table.md] [--csv table.csv] [--bootstrap 1000]
 
-Without RUN_DIRs, the newest finished run (one with ``summary.json``) of every experiment under
-``--runs`` is used; RUN_DIRs may also be experiment folders (``runs/sft_cot``: its newest finished
-run) or a whole runs folder (the newest run of each experiment in it). Each cell is one run's JS
+Without RUN_DIRs, the newest finished run of every experiment under ``--runs`` is used; RUN_DIRs
+may also be experiment folders (``runs/sft_cot``: its newest finished run) or a whole runs folder
+(the newest finished run of each experiment in it). Fast-dev, failed and interrupted runs are
+skipped, each named on stderr with the reason (``ambemo.runs``). Each cell is one run's JS
 (bits), BC, R2 (per-utterance squared Pearson over utterances with a non-constant target) or
 Brier, computed from its ``predictions.jsonl``, with a 95 % percentile-bootstrap interval over
 utterances. The reference predictors of each dataset (prior, oracle) are listed from the runs'
@@ -25,13 +26,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
+from ambemo.errors import AmbemoError
 from ambemo.paired import (
     PairingError,
     excludes_zero,
@@ -40,6 +41,13 @@ from ambemo.paired import (
     runs_by_seed,
     seed_mean_sd,
     utterance_metrics,
+)
+from ambemo.runs import (
+    is_run_folder,
+    latest_run,
+    latest_runs,
+    read_summary,
+    unusable_reason,
 )
 
 METRICS = ("js", "bc", "r2", "brier")
@@ -59,14 +67,13 @@ def bootstrap(values: torch.Tensor, resamples: int, generator: torch.Generator) 
     return float(values.mean()), low, high
 
 
+def _skipped(line: str) -> None:
+    print(f"ambemo report: {line}", file=sys.stderr)
+
+
 def newest_runs(runs: Path) -> list[Path]:
     """The newest finished run folder of every experiment under ``runs``."""
-    found = []
-    for experiment in sorted(p for p in runs.iterdir() if p.is_dir()):
-        finished = sorted(s.parent for s in experiment.glob("*/summary.json"))
-        if finished:
-            found.append(finished[-1])
-    return found
+    return latest_runs(runs, note=_skipped, weights=False)
 
 
 def run_dataset(run_dir: Path) -> str:
@@ -83,16 +90,21 @@ def expand_run_dirs(paths: list[Path]) -> list[Path]:
     folder as its newest finished run, a runs folder as the newest run of each experiment."""
     found: list[Path] = []
     for path in paths:
-        if (path / "summary.json").is_file():
-            found.append(path)
-        elif not path.is_dir():
+        if not path.is_dir():
             raise ValueError(f"{path}: not a folder")
-        elif finished := sorted(s.parent for s in path.glob("*/summary.json")):
-            found.append(finished[-1])
+        if is_run_folder(path):
+            reason = unusable_reason(path, weights=False)
+            if reason is None:
+                found.append(path)
+            else:
+                _skipped(f"skipped {path}: {reason}")
+        elif any(is_run_folder(p) for p in path.iterdir() if p.is_dir()):
+            if (latest := latest_run(path.parent, path.name, note=_skipped, weights=False)) is not None:
+                found.append(latest)
         elif newest := newest_runs(path):
             found.extend(newest)
         else:
-            raise ValueError(f"{path}: no finished run (no summary.json in it, its subfolders or theirs)")
+            raise ValueError(f"{path}: no finished run (none in it, its subfolders or theirs)")
     return found
 
 
@@ -101,11 +113,11 @@ def build_rows(run_dirs: list[Path], resamples: int = 1000, seed: int = 0) -> li
     generator = torch.Generator().manual_seed(seed)
     rows, references = [], {}
     for run_dir in run_dirs:
-        summary = json.loads((run_dir / "summary.json").read_text())
+        summary = read_summary(run_dir)
         dataset = summary.get("dataset") or run_dataset(run_dir)
         values = per_utterance(run_dir)
         cells = {m: bootstrap(values[m], resamples, generator) for m in METRICS}
-        method = summary["experiment"]
+        method = summary.get("experiment") or run_dir.parent.name
         if any(r["method"] == method and r["dataset"] == dataset for r in rows):
             method = f"{method} ({run_dir.name})"  # two runs of one experiment: tell them apart
         rows.append({"method": method, "dataset": dataset, "n": len(values["js"]), "run_dir": str(run_dir), **cells})
@@ -319,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ambemo report: no finished runs (looked in {args.runs})", file=sys.stderr)
             return 2
         rows = build_rows(run_dirs, args.bootstrap, args.seed)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, AmbemoError) as err:
         print(f"ambemo report: {err}", file=sys.stderr)
         return 2
     table = paper_table(rows) if args.layout == "paper" else markdown(rows)

@@ -34,8 +34,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from ambemo.compat import collect_rng_states, set_rng_states
-
-LAST = "last.ckpt"
+from ambemo.errors import CheckpointError, RunFolderError
+from ambemo.runs import FAILED, INTERRUPTED, is_run_folder, last_checkpoint, load_checkpoint, run_folders, status
 
 
 def trainable_keys(module: torch.nn.Module) -> set[str]:
@@ -52,7 +52,7 @@ def check_trainable_keys(module: torch.nn.Module, state: dict, source: Path | st
     missing = sorted(trainable_keys(module) - set(state))
     unexpected = sorted(set(state) - set(module.state_dict()))
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"{source} does not fit this model: {len(missing)} trainable tensors missing (e.g. {missing[:3]}), "
             f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}). Was it trained with "
             "the same model.* settings (size, finetune, LoRA rank)?"
@@ -61,28 +61,44 @@ def check_trainable_keys(module: torch.nn.Module, state: dict, source: Path | st
 
 def find_resume_checkpoint(cfg: DictConfig) -> Path | None:
     """The checkpoint ``trainer.resume`` names: a file, a run folder's ``checkpoints/last.ckpt``, or
-    ``auto``: the newest unfinished run of this experiment under ``out_dir`` that has one (None if none)."""
+    ``auto``: the newest unfinished (no summary, ``failed`` or ``interrupted``) run of this experiment
+    under ``out_dir`` that has one (None if none). The checkpoint is read once here, so a truncated
+    or foreign file stops the run before anything of the run folder is touched."""
     spec = cfg.trainer.resume
     if not spec:
         return None
     if spec == "auto":
-        runs = (Path(cfg.out_dir) / cfg.experiment).glob(f"*/checkpoints/{LAST}")
-        unfinished = [c for c in runs if not (c.parent.parent / "summary.json").exists()]
-        if not unfinished:
+        candidates = [
+            last_checkpoint(run)
+            for run in run_folders(cfg.out_dir, cfg.experiment)
+            if last_checkpoint(run).is_file() and _resumable(run)
+        ]
+        if not candidates:
             print(f"[ambemo] trainer.resume=auto: no unfinished {cfg.experiment} run in {cfg.out_dir}: starting fresh")
             return None
-        return max(unfinished, key=lambda c: c.stat().st_mtime)
-    path = Path(spec)
-    checkpoint = path / "checkpoints" / LAST if path.is_dir() else path
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"trainer.resume={spec}: no checkpoint at {checkpoint}")
+        checkpoint = max(candidates, key=lambda c: c.stat().st_mtime)
+        print(f"[ambemo] trainer.resume=auto: {checkpoint}")
+    else:
+        path = Path(spec)
+        checkpoint = last_checkpoint(path) if path.is_dir() else path
+        if not checkpoint.is_file():
+            hint = "" if not path.is_dir() or is_run_folder(path) else " (and it is not a run folder)"
+            raise CheckpointError(
+                f"trainer.resume={spec}: no checkpoint at {checkpoint}{hint}. "
+                "Give a .ckpt file, a run folder with checkpoints/last.ckpt, or auto"
+            )
+    try:
+        load_checkpoint(checkpoint, mmap=True)
+    except CheckpointError as err:
+        raise CheckpointError(f"trainer.resume={spec}: {err}") from None
     return checkpoint
 
 
-def run_dir_of(checkpoint: Path) -> Path | None:
-    """The run folder a checkpoint was written into (``<run>/checkpoints/x.ckpt``), if it is one."""
-    folder = checkpoint.resolve().parent
-    return folder.parent if folder.name == "checkpoints" and (folder.parent / "config.yaml").exists() else None
+def _resumable(run_dir: Path) -> bool:
+    try:
+        return status(run_dir) in (None, FAILED, INTERRUPTED)
+    except RunFolderError:
+        return False
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -40,6 +40,7 @@ import torch
 
 from ambemo.data.jsonl import iter_json_objects
 from ambemo.data.jsonl import where as line_where
+from ambemo.errors import AmbemoError
 from ambemo.metrics.functional import normalise_rows
 from ambemo.metrics.metrics import js_variant_description, score_distributions
 
@@ -48,7 +49,7 @@ _SHOW = 5  # how many ids an id-mismatch message lists
 _HELP_RULES = __doc__.split("\n\n", 2)[2].replace("``", "") if __doc__ else None
 
 
-class ScoreInputError(ValueError):
+class ScoreInputError(AmbemoError, ValueError):
     """An input file cannot be scored; the message names the file and line."""
 
 

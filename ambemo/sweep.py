@@ -54,6 +54,8 @@ import yaml
 
 from ambemo.compat import logged_values, sweep_command
 from ambemo.config import PACKAGE_ROOT, ConfigError, compose, parse_overrides
+from ambemo.errors import AmbemoError
+from ambemo.runs import SUMMARY, read_summary, unusable_reason
 
 SWEEPS_DIR = PACKAGE_ROOT / "experiments" / "sweeps"
 OVERRIDES_ENV = "AMBEMO_OVERRIDES"  # read by `ambemo train`; shlex-split key=value overrides
@@ -107,7 +109,7 @@ ARGS_MACROS = {
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]  # W&B's, when a file has none
 
 
-class SweepError(ValueError):
+class SweepError(AmbemoError, ValueError):
     """A sweep file or run that cannot be used; the message names the file and what is wrong."""
 
 
@@ -334,15 +336,16 @@ def grid_size(sweep: Sweep) -> int:
 
 
 def trial_value(run_dir: Path, metric: str, goal: str) -> float:
-    """The sweep metric of a finished run folder (see the module docstring)."""
+    """The sweep metric of a finished run folder (see the module docstring). A trial whose run is
+    not finished (a fast-dev, failed or interrupted run) has no value: ``SweepError`` says why."""
+    reason = unusable_reason(run_dir, weights=False)
+    if reason is not None:
+        raise SweepError(f"{run_dir}: not counted: {reason}")
     if metric.startswith("test/"):
-        summary_path = run_dir / "summary.json"
-        if not summary_path.is_file():
-            raise SweepError(f"{run_dir}: no summary.json (the run did not finish)")
-        test = json.loads(summary_path.read_text())["test"]
+        test = read_summary(run_dir).get("test", {})
         key = metric.partition("/")[2]
         if key not in test:
-            raise SweepError(f"{summary_path}: no test metric {key!r} (has {', '.join(sorted(test))})")
+            raise SweepError(f"{run_dir / SUMMARY}: no test metric {key!r} (has {', '.join(sorted(test))})")
         return float(test[key])
     metrics_path = run_dir / "metrics.csv"
     if not metrics_path.is_file():

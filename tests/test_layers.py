@@ -3,9 +3,10 @@
 Layers, lowest first (docs/design.md, "Layers"); a module may import its own layer and the
 layers below it:
 
-    0 compat                      other libraries' private APIs
+    0 compat, errors              other libraries' private APIs; the project's error types
     1 data, metrics               corpora, clips, the DataModule; metric functions and Metrics
-    2 config, paper               the run configuration (its schema names data choices); the paper's settings
+    2 config, paper, runs         the run configuration (its schema names data choices); the paper's settings;
+                                  the run folder
     3 model                       backbone, prompts, inputs, read-out, rollouts
     4 objectives, cot             pure training objectives; reasoning curation
     5 strategies                  one LightningModule per training method
@@ -27,10 +28,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ambemo"
 
 LAYERS: dict[str, int] = {
     "ambemo.compat": 0,
+    "ambemo.errors": 0,
     "ambemo.data": 1,
     "ambemo.metrics": 1,
     "ambemo.config": 2,
     "ambemo.paper": 2,
+    "ambemo.runs": 2,
     "ambemo.model": 3,
     "ambemo.objectives": 4,
     "ambemo.cot": 4,

@@ -78,12 +78,14 @@ def test_classes_from_the_manifest(tmp_path: Path) -> None:
     other = {"id": "b", "audio": "b.wav", "distribution": {"sadness": 0.5, "fear": 0.5}}
     path = _write(tmp_path, GOOD, other, "{broken")
     assert manifest_classes(path) == ["anger", "fear", "neutral", "sadness"]  # sorted
-    cfg = compose("sft", ["data=manifest", f"data.path={path}"])
+    cfg = compose("sft", ["data=manifest", f"data.path={path}", "data.classes=[]"])
     assert list(cfg.data.classes) == ["anger", "fear", "neutral", "sadness"]
     chosen = compose("sft", ["data=manifest", f"data.path={path}", "data.classes=[neutral,anger,fear,sadness]"])
     assert list(chosen.data.classes) == ["neutral", "anger", "fear", "sadness"]  # an explicit list wins
     with pytest.raises(ConfigError, match="needs at least two"):
-        compose("sft", ["data=manifest", f"data.path={_write(tmp_path, GOOD | {'votes': {'anger': 1}})}"])
+        compose(
+            "sft", ["data=manifest", f"data.path={_write(tmp_path, GOOD | {'votes': {'anger': 1}})}", "data.classes=[]"]
+        )
 
 
 def test_skip_switch_counts_every_bad_line(tmp_path: Path) -> None:

@@ -125,9 +125,10 @@ def test_report_seeds_and_baseline(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_latest_run_pairs_seeds(tmp_path: Path) -> None:
     old = write_run(tmp_path, "sft_cot", 1, [True], stamp="20260101-000000")
     write_run(tmp_path, "sft_cot", 0, [True], stamp="20260102-000000")
-    assert latest_run(tmp_path, "sft_cot", seed=1) == old
-    assert latest_run(tmp_path, "sft_cot", seed=3) is None
-    assert latest_run(tmp_path, "sft_cot").name.startswith("20260102")
+    # weights=False: these hand-made runs have predictions but no checkpoints
+    assert latest_run(tmp_path, "sft_cot", seed=1, weights=False) == old
+    assert latest_run(tmp_path, "sft_cot", seed=3, weights=False) is None
+    assert latest_run(tmp_path, "sft_cot", weights=False).name.startswith("20260102")
 
 
 def test_train_seeds_option(monkeypatch: pytest.MonkeyPatch) -> None:

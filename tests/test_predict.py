@@ -22,6 +22,7 @@ import ambemo
 from ambemo.cli import main
 from ambemo.config import compose
 from ambemo.data.audio import resample
+from ambemo.errors import OutputPathError
 from ambemo.inference.ambiguity import choose_threshold, normalised_entropy, split_votes
 from ambemo.inference.export import export
 from ambemo.inference.loading import ModelLoadError, load_run
@@ -167,7 +168,7 @@ def test_export_folder_and_model_card(exports: dict[str, Path], runs: dict[str, 
     scores = {m["type"]: m["value"] for m in front["model-index"][0]["results"][0]["metrics"]}
     assert scores["js"] == pytest.approx(summary["test"]["js"])
     assert "## Intended use and limits" in card and "## Ambiguity flag" in card
-    with pytest.raises(ModelLoadError, match="not empty"):
+    with pytest.raises(OutputPathError, match="not an empty folder"):
         export(runs["full"], exported)
 
 

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import Callback
 import ambemo.train
 from ambemo.config import compose
 from ambemo.data.datamodule import ResumableLoader, ShardSampler
+from ambemo.errors import CheckpointError
 from ambemo.resume import AtomicCheckpointIO, find_resume_checkpoint
 from ambemo.train import RUN_DIR_ENV, train
 
@@ -117,7 +118,7 @@ def test_resume_refuses_a_checkpoint_without_the_trainable_weights(tmp_path: Pat
 
 def test_resume_names_a_missing_checkpoint(tmp_path: Path) -> None:
     cfg = compose("sft", [f"trainer.resume={tmp_path}", f"out_dir={tmp_path}"])
-    with pytest.raises(FileNotFoundError, match=r"no checkpoint at .*last\.ckpt"):
+    with pytest.raises(CheckpointError, match=r"no checkpoint at .*last\.ckpt"):
         find_resume_checkpoint(cfg)
     cfg.trainer.resume = "auto"
     assert find_resume_checkpoint(cfg) is None  # nothing to resume: a fresh start

@@ -105,6 +105,12 @@ class CurationClient:
     def endpoint(self) -> str:
         return public_endpoint(str(self.client.base_url))
 
+    def describe_endpoint(self) -> str:
+        """Where requests go, said before any is sent (the public API when OPENAI_BASE_URL is unset)."""
+        if os.environ.get("OPENAI_BASE_URL"):
+            return f"{self.endpoint} (OPENAI_BASE_URL)"
+        return f"{self.endpoint} (OPENAI_BASE_URL is not set: the public OpenAI API, billed to OPENAI_API_KEY)"
+
     def redact(self, text: str) -> str:
         return redact(text, self._secrets)
 
@@ -172,7 +178,11 @@ class CurationClient:
             reason = self.redact(f"HTTP {err.status_code}: {err.message}")[:500]
             raise ApiFailure(reason, fatal=err.status_code in FATAL_STATUSES) from None
         except openai.APIConnectionError as err:
-            raise ApiFailure(self.redact(f"connection error: {err}")[:500]) from None
+            # after the client's retries: the endpoint is down or wrong, for every other clip too
+            reason = (
+                f"cannot reach the endpoint {self.endpoint} ({err}). Check OPENAI_BASE_URL and that the server is up"
+            )
+            raise ApiFailure(self.redact(reason)[:500], fatal=True) from None
         except openai.OpenAIError as err:
             raise ApiFailure(self.redact(f"{type(err).__name__}: {err}")[:500]) from None
         try:

@@ -17,12 +17,13 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ambemo.config import CONF_DIR
 from ambemo.data.labels import CREMA_D_CLASSES
+from ambemo.errors import AmbemoError
 
 DEFAULT_FILE = CONF_DIR / "curate" / "default.yaml"
 RESPONSE_FORMATS = ("json_schema", "json_object", "none")
 
 
-class CurateConfigError(ValueError):
+class CurateConfigError(AmbemoError, ValueError):
     """A curation setting is unusable; the message names the key."""
 
 

@@ -360,7 +360,7 @@ class Curator:
 
     def _fail(self, job: Job, attempts: list[dict], usage: Usage, failure: ApiFailure) -> dict:
         if failure.fatal:
-            self.budget.halt(f"the endpoint refused a request, so no clip can succeed: {failure.reason}")
+            self.budget.halt(f"no clip can succeed: {failure.reason}")
         return self._record(job, "failed", attempts, usage, reason=failure.reason)
 
 
@@ -401,6 +401,7 @@ def curate(
             return report
         client = client or CurationClient(cfg)
         report.endpoint = client.endpoint
+        print(f"[ambemo curate] requests go to {client.describe_endpoint()}, model {cfg.model}", file=sys.stderr)
         with CotStore(store_path) as store:
             report.repaired_truncated_line = store.repaired_tail
             jobs, counts = plan(cfg, manifest, store.contents.latest(), retry_failed)

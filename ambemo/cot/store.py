@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ambemo.data.jsonl import where
+from ambemo.errors import AmbemoError
 from ambemo.model.prompts import PROMPT_VERSION, parse_cot
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ _KEY_FIELDS = ("id", "audio_sha256", "prompt_version", "model")
 Key = tuple[str, str, str, str]
 
 
-class StoreError(ValueError):
+class StoreError(AmbemoError, ValueError):
     """A store line is unusable; the message names the file and line."""
 
 

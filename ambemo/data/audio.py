@@ -91,10 +91,13 @@ def check_length(frames: int, rate: int) -> float:
 def decode(path: Path, sample_rate: int, max_seconds: float, skip_long: bool = False) -> DecodedAudio:
     """Decode ``path`` to mono float32 at ``sample_rate``, truncated to ``max_seconds``.
 
-    Raises ``AudioProblem`` for a missing, unreadable, corrupt (non-finite samples), empty, too
-    short or silent file, a sample rate below ``MIN_RATE``, or (``skip_long``) a file longer
-    than ``max_seconds``. Long files are only read up to ``max_seconds``.
+    Raises ``AudioProblem`` for a missing, unreadable, corrupt (non-finite samples), truncated
+    (fewer samples than its header declares), empty, too short or silent file, a sample rate
+    below ``MIN_RATE``, or (``skip_long``) a file longer than ``max_seconds``. Long files are only
+    read up to ``max_seconds``.
     """
+    if path.is_dir():
+        raise AudioProblem("a folder, not an audio file")
     if not path.is_file():
         raise AudioProblem("missing audio file")
     try:
@@ -102,6 +105,9 @@ def decode(path: Path, sample_rate: int, max_seconds: float, skip_long: bool = F
     except Exception as err:  # soundfile raises several types for unreadable files
         raise AudioProblem("unreadable or corrupt audio", str(err).strip()) from None
     rate, channels = int(info.samplerate), int(info.channels)
+    missing = missing_wav_bytes(path)
+    if missing:
+        raise AudioProblem("truncated audio", f"its header declares {missing} bytes of samples more than it holds")
     seconds = check_length(info.frames, rate)
     truncated = seconds > max_seconds
     if truncated and skip_long:
@@ -122,6 +128,30 @@ def decode(path: Path, sample_rate: int, max_seconds: float, skip_long: bool = F
         channels=channels,
         truncated=truncated,
     )
+
+
+def missing_wav_bytes(path: Path) -> int:
+    """How many bytes of a WAV file's declared sample data are absent (0: complete, or not a WAV).
+
+    libsndfile reads a cut-off WAV as a shorter clip without a word (it sizes the data by the
+    file); its RIFF header still declares the full length. Writers that stream (size 0 or
+    0xFFFFFFFF, RF64) declare nothing to check against.
+    """
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return 0
+        size = path.stat().st_size
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return 0
+            length = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"data":
+                if length in (0, 0xFFFFFFFF):
+                    return 0
+                return max(0, f.tell() + length - size)
+            f.seek(length + (length & 1), 1)  # chunks are padded to an even length
 
 
 def to_model_rate(audio: np.ndarray, rate: int, sample_rate: int, max_seconds: float) -> np.ndarray:

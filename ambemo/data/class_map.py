@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ambemo.errors import AmbemoError
+
 #: Other spellings of the canonical class names (canonical = CREMA-D/IEMOCAP names in labels.py).
 ALIASES = {
     "angry": "anger",
@@ -28,7 +30,7 @@ ALIASES = {
 }
 
 
-class ClassMapError(ValueError):
+class ClassMapError(AmbemoError, ValueError):
     """A test corpus's classes cannot be read out of the model's."""
 
 

@@ -31,6 +31,7 @@ from ambemo.data.cache import AudioCache
 from ambemo.data.clip import Clip, ClipEncoder
 from ambemo.data.corpus import Corpus, load_corpus
 from ambemo.data.manifest import SPLITS, Utterance
+from ambemo.data.report import CorpusError
 
 
 def with_curated_cot(rows: list[Utterance], store: str | Path) -> list[Utterance]:
@@ -220,6 +221,14 @@ class EmotionDataModule(L.LightningDataModule):
             limit = self.cfg.limit_train if split == "train" else self.cfg.limit_eval
             self.splits[split] = chosen[:limit] if limit else chosen
         _announce(self.corpus, self.splits)
+        empty = [split for split in SPLITS if not self.splits[split]]
+        if empty:
+            sizes = ", ".join(f"{name} {len(rows)}" for name, rows in self.splits.items())
+            raise CorpusError(
+                f"{self.corpus.source}: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} "
+                f'empty ({sizes}). Every run trains, validates and tests: give lines "split": '
+                f'"{empty[0]}" (or leave splits out and set data.val_fraction / data.test_fraction)'
+            )
 
     def prior(self) -> torch.Tensor:
         """Mean human distribution of the training split: the global-prior reference predictor."""
@@ -228,14 +237,12 @@ class EmotionDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, collate: Callable, shuffle: bool) -> DataLoader:
         self.setup()
-        if not self.splits.get(split):
-            raise ValueError(f"{self.corpus.source}: the {split} split is empty")  # type: ignore[union-attr]
         rows = self.splits[split]
         dataset = ClipDataset(rows, self.corpus.audio)  # type: ignore[union-attr]
         trainer = self.trainer  # None outside a Trainer (e.g. a notebook iterating a loader)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         if len(dataset) < world:
-            raise ValueError(
+            raise CorpusError(
                 f"{self.corpus.source}: the {split} split has {len(dataset)} clips, fewer than the {world} "  # type: ignore[union-attr]
                 "processes: every process needs at least one (raise data.limit_eval/limit_train or use fewer devices)"
             )

@@ -8,8 +8,9 @@ any corpus written this way)::
      "transcript": str, "split": "train"|"val"|"test", "speaker": str,
      "cot": str (curated reasoning), "latent": {class: prob}}       <- all optional
 
-- Classes: ``data.classes``; with ``data.classes=[]`` the union of the manifest's vote keys,
-  sorted alphabetically (``manifest_classes``; for CREMA-D's six names that is its usual order).
+- Classes: ``data.classes``; a vote for any other class is a bad line (a typo must not widen the
+  class set). ``data.classes=[]`` asks for the union of the manifest's vote keys instead, sorted
+  alphabetically (``manifest_classes``; for CREMA-D's six names that is its usual order).
 - Lines without ``split`` are assigned one with ``data.seed``: ``data.val_fraction`` and
   ``data.test_fraction`` (default 0.1 each) of their speakers go to val and test, the rest to
   train; lines without ``speaker`` count as a speaker of their own (see ``ambemo.data.splits``).
@@ -26,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ambemo.data.jsonl import json_lines
 from ambemo.data.jsonl import where as line_where
 from ambemo.data.labels import votes_to_distribution
 from ambemo.data.report import CorpusError, DataReport
@@ -68,7 +70,9 @@ def checked_distribution(
     try:
         return tuple(votes_to_distribution(labels, classes))
     except ValueError as err:
-        report.skip("labels", where, _vote_problem(labels, classes), str(err))
+        problem = _vote_problem(labels, classes)
+        hint = "; list every class in data.classes, or data.classes=[] to take the manifest's"
+        report.skip("labels", where, problem, str(err) + (hint if problem == "unknown class" else ""))
         return None
 
 
@@ -106,7 +110,7 @@ def _vote_problem(labels: Mapping, classes: Sequence[str]) -> str:
 
 def _lines(path: Path) -> list[str]:
     try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
+        return json_lines(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError) as err:
         raise ManifestError(f"{path}: cannot read the manifest: {err}") from None
 

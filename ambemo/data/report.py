@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+from ambemo.errors import AmbemoError
+
 KINDS = ("labels", "audio", "policy")
 SWITCHES = {"labels": "data.on_bad_labels", "audio": "data.on_bad_audio"}
 POLICIES = ("error", "skip")
@@ -29,8 +31,10 @@ POLICIES = ("error", "skip")
 SHOWN = 20
 
 
-class CorpusError(ValueError):
+class CorpusError(AmbemoError, ValueError):
     """Corpus input that cannot be used; the message names the file (and line) and what to change."""
+
+    kind = "data error"
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,13 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ambemo.errors import OutputPathError
 from ambemo.inference.ambiguity import AMBIGUITY_FILE, calibrate, describe
-from ambemo.inference.loading import ModelLoadError, load_run, read_run_config, resolve_model_path
+from ambemo.inference.loading import ModelLoadError, load_run, resolve_model_path
 from ambemo.inference.predictor import EXPORT_META, Predictor
 from ambemo.model.backbone import family_of
 from ambemo.model.prompts import PROMPT_VERSION
+from ambemo.runs import read_config, read_summary, scoring_checkpoint
 
 FORMAT_VERSION = 1
 CARD_METRICS = ("js", "bc", "r2", "brier", "accuracy", "macro_f1", "format_ok_rate")
@@ -44,19 +46,36 @@ def export(run: str | Path, out_dir: str | Path, runs_dir: str | Path = "runs") 
     """Export a run folder (or ``latest:<experiment>``) to ``out_dir`` (new or empty); returns ``out_dir``."""
     run_dir = resolve_model_path(run, runs_dir)
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise ModelLoadError(f"{out}: exists and is not empty; export into a new folder")
-    if not (run_dir / "config.yaml").is_file():
-        raise ModelLoadError(f"{run_dir}: not a run folder (no config.yaml); export runs/<experiment>/<timestamp>")
-    cfg = read_run_config(run_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise OutputPathError(f"export: {out} exists and is not an empty folder. Export into a new folder")
+    cfg = read_config(run_dir)
+    scoring_checkpoint(run_dir)  # a finished run with its tested weights, before any work
+    staging = out.with_name(out.name + ".partial")
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    except OSError as err:
+        raise OutputPathError(
+            f"export: cannot create {staging} ({err.strerror or err}). Export into a folder you can write"
+        ) from None
+    try:
+        write_export(run_dir, cfg, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # no half-written export left behind
+        raise
+    if out.exists():
+        out.rmdir()
+    staging.rename(out)  # a killed export never leaves a folder that looks complete
+    return out
+
+
+def write_export(run_dir: Path, cfg: DictConfig, staging: Path) -> None:
+    """Write the export of ``run_dir`` into the (empty) folder ``staging``."""
     predictor = load_run(run_dir, torch.device("cpu"))
     if predictor.ambiguity is None:
         print(f"[ambemo] {run_dir} has no {AMBIGUITY_FILE}: choosing the threshold on its validation split now")
         predictor.ambiguity = calibrate_run(predictor, cfg, run_dir)
 
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     model = predictor.backbone.model
     predictor.backbone.processor.save_pretrained(staging / "processor")
     if cfg.model.finetune == "lora":
@@ -66,15 +85,10 @@ def export(run: str | Path, out_dir: str | Path, runs_dir: str | Path = "runs") 
     else:
         model.save_pretrained(staging / "model")
     (staging / AMBIGUITY_FILE).write_text(json.dumps(predictor.ambiguity, indent=2) + "\n")
-    summary_file = run_dir / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    summary = read_summary(run_dir)
     meta = export_meta(cfg, predictor, run_dir, summary)
     (staging / EXPORT_META).write_text(json.dumps(meta, indent=2) + "\n")
     (staging / "README.md").write_text(model_card(cfg, meta, summary, predictor.ambiguity))
-    if out.exists():
-        out.rmdir()
-    staging.rename(out)  # a killed export never leaves a folder that looks complete
-    return out
 
 
 def calibrate_run(predictor: Predictor, cfg: DictConfig, run_dir: Path) -> dict:

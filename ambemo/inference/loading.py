@@ -6,26 +6,28 @@
   and put the peft adapter from ``adapter/`` on top; full fine-tuning exports load ``model/``.
 - **Run folder**: its ``config.yaml`` rebuilds the backbone (the tiny base from the run's seed,
   as training did) and its checkpoint supplies the trained weights: the one that scored the test
-  split (``summary.json``'s ``test_weights``).
+  split (``summary.json``'s ``test_weights``). A run that is not ``finished`` (a fast-dev, failed or
+  interrupted run), or whose tested weights are gone, is refused (``ambemo.runs``).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
+from ambemo.errors import AmbemoError
 from ambemo.inference.ambiguity import read_ambiguity
 from ambemo.inference.predictor import EXPORT_META, Predictor
 from ambemo.model.backbone import family_of, load_backbone, load_pretrained_dir, make_backbone
 from ambemo.model.prompts import PROMPT_VERSION
+from ambemo.runs import latest_run, read_config, scoring_checkpoint
 
-#: Dtype names of ``model.dtype``.
 
-
-class ModelLoadError(ValueError):
+class ModelLoadError(AmbemoError, ValueError):
     """The path is not something ``ambemo.load`` can load, or what it names is incomplete."""
 
 
@@ -41,7 +43,7 @@ def load(
     export time.
     """
     folder = resolve_model_path(path, runs_dir)
-    target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else device.replace("auto", "cpu"))
+    target = resolve_device(device)
     if (folder / EXPORT_META).is_file():
         return load_export(folder, target, base_model)
     if (folder / "config.yaml").is_file():
@@ -52,14 +54,28 @@ def load(
     )
 
 
-def resolve_model_path(path: str | Path, runs_dir: str | Path = "runs") -> Path:
-    """``latest:<experiment>`` -> the newest finished run folder; anything else as a path that must exist."""
-    from ambemo.train import latest_run
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA if available, else CPU; a CUDA device only where CUDA is."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        target = torch.device(device)
+    except RuntimeError as err:
+        raise ModelLoadError(f"--device {device}: not a device ({err}). Use cpu, cuda, cuda:1 ... or auto") from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"--device {device}: CUDA is not available here. Use --device cpu (or auto)")
+    if target.type == "cuda" and target.index is not None and target.index >= torch.cuda.device_count():
+        raise ModelLoadError(f"--device {device}: there are {torch.cuda.device_count()} CUDA devices. Use another")
+    return target
 
+
+def resolve_model_path(path: str | Path, runs_dir: str | Path = "runs") -> Path:
+    """``latest:<experiment>`` -> the newest finished run folder (saying which newer ones it
+    skipped, and why, on stderr); anything else as a path that must exist."""
     text = str(path)
     if text.startswith("latest:"):
         name = text.partition(":")[2]
-        found = latest_run(runs_dir, name)
+        found = latest_run(runs_dir, name, note=lambda line: print(f"[ambemo] {line}", file=sys.stderr))
         if found is None:
             raise ModelLoadError(
                 f"{text}: no finished run of {name!r} in {runs_dir}/{name}/ (train one with `make exp NAME={name}`)"
@@ -74,44 +90,13 @@ def resolve_model_path(path: str | Path, runs_dir: str | Path = "runs") -> Path:
 # ---- run folders -------------------------------------------------------------------------------
 
 
-def read_run_config(run_dir: Path) -> DictConfig:
-    """A run's saved ``config.yaml`` on the typed schema (so defaults added since are present)."""
-    from ambemo.config import RunConfig
-
-    try:
-        return OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(run_dir / "config.yaml"))  # type: ignore[return-value]
-    except Exception as err:  # omegaconf and yaml errors: all mean the file does not fit the schema
-        raise ModelLoadError(f"{run_dir / 'config.yaml'}: cannot read it as a run config: {err}") from None
-
-
-def scoring_checkpoint(run_dir: Path, cfg: DictConfig) -> Path | None:
-    """The checkpoint whose weights scored the run's test split (None: the starting weights did)."""
-    from ambemo.train import find_checkpoint
-
-    folder = run_dir / "checkpoints"
-    summary = run_dir / "summary.json"
-    weights = json.loads(summary.read_text()).get("test_weights") if summary.is_file() else None
-    if weights and weights != "final weights":
-        return folder / weights
-    if weights == "final weights" and (folder / "last.ckpt").is_file():
-        return folder / "last.ckpt"
-    if folder.is_dir():
-        return find_checkpoint(run_dir)
-    if cfg.model.init_from:
-        raise ModelLoadError(
-            f"{run_dir}: an evaluation-only run of weights from model.init_from={cfg.model.init_from}: "
-            "predict with that run instead"
-        )
-    return None  # evaluation-only run of the base model (zero-shot)
-
-
 def load_run(run_dir: Path, device: torch.device) -> Predictor:
     """A ``Predictor`` from a run folder: its config, and the weights that scored its test split."""
     from ambemo.strategies import build_strategy
     from ambemo.train import load_weights
 
-    cfg = read_run_config(run_dir)
-    checkpoint = scoring_checkpoint(run_dir, cfg)
+    cfg = read_config(run_dir)
+    checkpoint = scoring_checkpoint(run_dir)
     # The tiny base is random weights drawn right after seeding (train.train); draw the same ones
     # without disturbing the caller's random state. LoRA checkpoints hold only the adapters.
     with torch.random.fork_rng(devices=[]):

@@ -18,18 +18,22 @@ and ``predict`` on the same clips (same transcripts, same batches) agree. Each r
   the distribution is still read after it, only the text is left out).
 
 Audio of any sample rate and channel count is mixed down and resampled (``ambemo.data.audio``);
-a missing, unreadable, corrupt, empty, too short or silent file is skipped with its reason and
-counted (``Predictions.skipped``), never fatal to the others.
+a missing, unreadable, corrupt, truncated, empty, too short or silent file, and a manifest line
+that cannot be read, is skipped with its reason and counted (``Predictions.skipped``), never fatal
+to the others. Clips are matched to their records by position, so inputs may share an id.
+``ambemo predict --out FILE`` writes each record as soon as it is made: an interruption keeps
+every record written so far.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +41,9 @@ import numpy as np
 import torch
 
 from ambemo.data.audio import AudioProblem, check_length, decode, to_model_rate
-from ambemo.data.jsonl import iter_json_objects
+from ambemo.data.jsonl import read_json_lines
 from ambemo.data.jsonl import where as line_where
+from ambemo.errors import AmbemoError, OutputPathError
 from ambemo.inference.ambiguity import normalised_entropy
 from ambemo.inference.device import autocast, to_device
 from ambemo.model.backbone import Backbone
@@ -51,7 +56,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opu
 EXPORT_META = "ambemo.json"
 
 
-class PredictInputError(ValueError):
+class PredictInputError(AmbemoError, ValueError):
     """The inputs cannot be read at all (an unreadable manifest, an empty folder, a bad array)."""
 
 
@@ -64,6 +69,8 @@ class AudioInput:
     samples: np.ndarray | None = None
     sample_rate: int | None = None
     transcript: str | None = None
+    problem: str | None = None
+    """Why this input cannot be predicted (a bad manifest line): it is skipped with this reason."""
 
 
 class Predictions(list):
@@ -138,23 +145,41 @@ class Predictor:
         Returns ``Predictions``: one record per usable clip (see the module doc), and
         ``.skipped`` for the others.
         """
+        skipped: list[dict[str, str]] = []
+        records = self.stream(audio, sample_rate, transcript, batch_size, reasoning, progress, skipped.append)
+        return Predictions(list(records), skipped)
+
+    def stream(
+        self,
+        audio: Any,
+        sample_rate: int | None = None,
+        transcript: str | Sequence[str | None] | None = None,
+        batch_size: int | None = None,
+        reasoning: bool = True,
+        progress: bool = False,
+        on_skip: Callable[[dict[str, str]], None] | None = None,
+    ) -> Iterator[dict]:
+        """``predict``, one record at a time as each batch is done (``on_skip`` gets each skip)."""
         items = expand_inputs(audio, sample_rate, transcript)
         size = batch_size or self.batch_size
-        records: list[dict] = []
-        skipped: list[dict[str, str]] = []
         bar = _progress(len(items), progress)
-        for start in range(0, len(items), size):
-            clips = []
-            for item in items[start : start + size]:
-                try:
-                    clips.append(Clip(item.id, self.load_audio(item), item.transcript, target=None))
-                except AudioProblem as problem:
-                    skipped.append({"id": item.id, "reason": str(problem)})
-            if clips:
-                records.extend(self.predict_clips(clips, reasoning))
-            bar.update(len(items[start : start + size]))
-        bar.close()
-        return Predictions(records, skipped)
+        try:
+            for start in range(0, len(items), size):
+                clips = []
+                for item in items[start : start + size]:
+                    try:
+                        if item.problem is not None:
+                            raise AudioProblem(item.problem)
+                        clips.append(Clip(item.id, self.load_audio(item), item.transcript, target=None))
+                    except AudioProblem as problem:
+                        if on_skip is not None:
+                            on_skip({"id": item.id, "reason": str(problem)})
+                if clips:
+                    with torch.no_grad():
+                        yield from self.predict_clips(clips, reasoning)
+                bar.update(len(items[start : start + size]))
+        finally:
+            bar.close()
 
     def load_audio(self, item: AudioInput) -> np.ndarray:
         """Mono float32 samples at the model's rate, capped at the run's ``data.max_seconds``."""
@@ -167,8 +192,10 @@ class Predictor:
         return to_model_rate(frames, int(item.sample_rate), rate, self.max_seconds)  # type: ignore[arg-type]
 
     def predict_clips(self, clips: Sequence[Clip], reasoning: bool = True) -> list[dict]:
-        """Records for one batch of decoded clips."""
-        batch = to_device(self.encoder.prompt_batch(clips), self.device)
+        """Records for one batch of decoded clips (matched by position: their ids need not be unique)."""
+        # The encoder keys a batch's encoded audio by clip id: give it ids that are unique here.
+        keyed = [replace(clip, id=str(position)) for position, clip in enumerate(clips)]
+        batch = to_device(self.encoder.prompt_batch(keyed), self.device)
         with autocast(self.precision, self.device):
             reading = self.read(batch)
         dist = reading.distribution.float().cpu()
@@ -241,15 +268,20 @@ def _from_path(path: Path) -> list[AudioInput]:
 
 
 def _from_manifest(path: Path) -> Iterator[AudioInput]:
-    for number, line in iter_json_objects(path, PredictInputError):
-        audio = line.get("audio")
+    """One input per non-blank line; a line that cannot be read becomes a skip naming it."""
+    for number, line, problem in read_json_lines(path, PredictInputError):
+        where = line_where(path, number)
+        if line is None:
+            yield AudioInput(where, problem=problem)
+            continue
+        audio, transcript = line.get("audio"), line.get("transcript")
         if not isinstance(audio, str) or not audio:
-            raise PredictInputError(f'{line_where(path, number)}: no "audio" path')
-        transcript = line.get("transcript")
-        if transcript is not None and not isinstance(transcript, str):
-            raise PredictInputError(f'{line_where(path, number)}: "transcript" must be a string')
-        file = Path(audio) if Path(audio).is_absolute() else path.parent / audio
-        yield AudioInput(str(line.get("id", audio)), path=file, transcript=transcript)
+            yield AudioInput(str(line.get("id", where)), problem=f'{where}: no "audio" path')
+        elif transcript is not None and not isinstance(transcript, str):
+            yield AudioInput(str(line.get("id", audio)), problem=f'{where}: "transcript" must be a string')
+        else:
+            file = Path(audio) if Path(audio).is_absolute() else path.parent / audio
+            yield AudioInput(str(line.get("id", audio)), path=file, transcript=transcript)
 
 
 # ---- command line ---------------------------------------------------------------------------
@@ -267,49 +299,79 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-reasoning", action="store_true", help="leave the reasoning text out of the records")
     parser.add_argument("--transcript", help="what is said (only with a single audio file)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--threshold", type=float, help="override the stored ambiguity threshold")
+    parser.add_argument("--threshold", type=threshold_arg, help="override the stored ambiguity threshold (0..1)")
     parser.add_argument("--base-model", help="LoRA exports: the base model's folder (default: the one recorded)")
     parser.add_argument("--runs", default="runs", help="where latest:<experiment> looks (default: runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
+def open_output(path: Path) -> Any:
+    """``--out``, opened before any work: a path that cannot be written fails now, not after the compute."""
+    if path.is_dir():
+        raise OutputPathError(f"--out {path}: a folder. Give a file path, e.g. {path / 'predictions.jsonl'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "w", encoding="utf-8")
+    except OSError as err:
+        raise OutputPathError(f"--out {path}: cannot write it ({err.strerror or err}). Give a writable path") from None
+
+
+def threshold_arg(value: str) -> float:
+    """``--threshold``: a normalised entropy, so a finite number in [0, 1]."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not math.isfinite(number) or not 0 <= number <= 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be a normalised entropy in [0, 1]")
+    return number
+
+
 def main(argv: list[str] | None = None) -> int:
-    from ambemo.inference.loading import ModelLoadError, load
+    from ambemo.inference.loading import load
 
     args = build_parser().parse_args(argv)
     started = time.time()
+    if args.transcript is not None and (len(args.audio) != 1 or Path(args.audio[0]).is_dir()):
+        raise PredictInputError("--transcript goes with exactly one audio file; use a manifest for several")
+    out = open_output(args.out) if args.out else sys.stdout
+    written, skipped = 0, []
+
+    def report_skip(skip: dict[str, str]) -> None:
+        skipped.append(skip)
+        print(f"[ambemo] skipped {skip['id']}: {skip['reason']}", file=sys.stderr)
+
     try:
-        if args.transcript is not None and (len(args.audio) != 1 or Path(args.audio[0]).is_dir()):
-            raise PredictInputError("--transcript goes with exactly one audio file; use a manifest for several")
         predictor = load(args.model, device=args.device, base_model=args.base_model, runs_dir=args.runs)
         if args.threshold is not None:
             predictor.ambiguity = {**(predictor.ambiguity or {}), "threshold": args.threshold}
         if predictor.threshold is None:
             print(f"[ambemo] {predictor.source} has no ambiguity threshold: `ambiguous` is null", file=sys.stderr)
-        result = predictor.predict(
+        records = predictor.stream(
             args.audio,
             transcript=args.transcript,
             batch_size=args.batch_size,
             reasoning=not args.no_reasoning,
             progress=not args.no_progress,
+            on_skip=report_skip,
         )
-    except (ModelLoadError, PredictInputError) as err:
-        print(f"ambemo predict: {err}", file=sys.stderr)
-        return 2
-    lines = "".join(json.dumps(record) + "\n" for record in result)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(lines, encoding="utf-8")
-    else:
-        sys.stdout.write(lines)
-    for skip in result.skipped:
-        print(f"[ambemo] skipped {skip['id']}: {skip['reason']}", file=sys.stderr)
-    total = len(result) + len(result.skipped)
+        for record in records:
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+            written += 1
+    except KeyboardInterrupt:
+        where = f" to {args.out}" if args.out else ""
+        print(f"ambemo predict: interrupted after {written} record(s), all written{where}", file=sys.stderr)
+        return 130
+    finally:
+        if args.out:
+            out.close()
+    total = written + len(skipped)
     where = f" -> {args.out}" if args.out else ""
     print(
-        f"[ambemo] predicted {len(result)} of {total} clips ({len(result.skipped)} skipped) in "
-        f"{time.time() - started:.1f} s{where}",
+        f"[ambemo] predicted {written} of {total} clips ({len(skipped)} skipped) "
+        f"in {time.time() - started:.1f} s{where}",
         file=sys.stderr,
     )
-    return 0 if result else 1
+    return 0 if written else 1

@@ -43,6 +43,7 @@ from transformers import (
 )
 
 from ambemo.data.class_map import map_classes
+from ambemo.errors import AmbemoError
 from ambemo.model.prompts import ANSWER_SLOT, QWEN2_AUDIO_STYLE, ChatStyle
 from ambemo.model.tokenizer import load_tiny_tokenizer
 
@@ -54,7 +55,7 @@ AUDIO_TOKENS = ("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
 OMNI_VISION_TOKENS = ("<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>")
 
 
-class BackboneError(ValueError):
+class BackboneError(AmbemoError, ValueError):
     """The backbone cannot be used as configured (missing checkpoint, ambiguous class tokens...)."""
 
 

@@ -25,17 +25,8 @@ fraction of the memory (CPU measurements). ``key=value`` arguments override the 
 ``ambemo train``.
 
 MFU (SFT only) = model FLOPs per second / the GPU's peak dense bf16 FLOPs ('n/a' on CPU or an
-unknown GPU). Model FLOPs of one step, with T text tokens per row, N_lm the language model's
-parameters without the embedding table (lm_head included, counted on every token, the usual
-convention), N_train the trainable ones among them, L layers of width d, and F audio-encoder
-positions per clip with N_audio its parameters:
-
-    LM:    (2 N_lm [forward] + 2 N_lm [activation grads] + 2 N_train [weight grads]) * T
-           + 3 * 2 L d T^2 [causal attention, forward + backward]
-    audio: 2 N_audio F + 4 L_a d_a F^2 [forward], times 3 when the encoder is trained
-
-so full fine-tuning gives the familiar 6 N T, and LoRA about 4 N T. Recomputation from gradient
-checkpointing is not model FLOPs (it lowers MFU, as it should).
+unknown GPU); the model FLOPs of a step are ``ambemo.throughput.sft_flops``, which training runs
+log too (``train/tokens_per_s``, ``train/mfu``).
 """
 
 from __future__ import annotations
@@ -59,26 +50,9 @@ from ambemo.config import compose, parse_overrides
 from ambemo.model.backbone import Backbone, load_backbone, qwen2_audio_7b_config, random_model
 from ambemo.model.inputs import Clip
 from ambemo.model.prompts import CoT, format_cot
-from ambemo.model.readout import generate_sequences, unwrap
+from ambemo.model.readout import generate_sequences
 from ambemo.strategies import EmotionModule, build_strategy
-
-PEAK_BF16_FLOPS = {  # dense bf16 tensor-core peaks (vendor data sheets), matched on the device name
-    "H200": 989e12,
-    "H100 PCIe": 756e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "A10G": 125e12,
-}
-
-
-def peak_flops(device: torch.device) -> float | None:
-    """Peak dense bf16 FLOP/s of the device, or None (CPU, unknown GPU)."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
-
+from ambemo.throughput import peak_flops, sft_flops
 
 STEPS = ("sft", "dpo", "grpo", "grpoz")
 MEASUREMENTS = (*STEPS, "rollouts")
@@ -103,7 +77,9 @@ def build_backbone(cfg: DictConfig, size: str, device: torch.device, layers: int
     config.text_config.pad_token_id = tokenizer.pad_token_id
     config.audio_token_index = tokenizer.convert_tokens_to_ids("<|AUDIO|>")
     if layers:
-        config.text_config.num_hidden_layers = config.audio_config.encoder_layers = layers
+        text = config.text_config
+        text.num_hidden_layers = config.audio_config.encoder_layers = layers
+        text.layer_types = text.layer_types[:layers]  # per-layer attention kinds: sizes the KV cache
     with torch.device(device):
         model = random_model(cfg.model, config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -200,31 +176,6 @@ def _train_step(module: EmotionModule, batch: dict, optimizer: torch.optim.Optim
         return loss
 
     return step
-
-
-def sft_flops(model: torch.nn.Module, batch: dict) -> float:
-    """Model FLOPs of one SFT training step on ``batch`` (formula in the module docstring)."""
-    base = unwrap(model)
-    text, audio = base.config.text_config, base.config.audio_config
-    lm = base.model.language_model
-    lm_params = [p for n, p in lm.named_parameters() if "embed_tokens" not in n] + list(base.lm_head.parameters())
-    n_lm = sum(p.numel() for p in lm_params)
-    n_train = sum(p.numel() for p in lm_params if p.requires_grad)
-    tower = base.model.audio_tower
-    n_audio = sum(p.numel() for p in tower.parameters())
-    audio_trained = any(p.requires_grad for p in tower.parameters())
-    lengths = batch["attention_mask"].sum(-1).double()
-    lm_flops = (4 * n_lm + 2 * n_train) * lengths.sum() + 6 * text.num_hidden_layers * text.hidden_size * (
-        lengths**2
-    ).sum()
-    positions = batch["input_features"].shape[-1] // 2  # the encoder's stride-2 convolution
-    clips = batch["input_features"].shape[0]
-    audio_flops = (
-        clips
-        * (2 * n_audio * positions + 4 * audio.encoder_layers * audio.d_model * positions**2)
-        * (3 if audio_trained else 1)
-    )
-    return float(lm_flops + audio_flops)
 
 
 def run(args: argparse.Namespace, overrides: list[str]) -> dict:
@@ -359,7 +310,8 @@ def format_results(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
+def parse_arguments(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The options and the ``key=value`` overrides of ``ambemo bench`` (exits on an error)."""
     parser = argparse.ArgumentParser(prog="ambemo bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=("tiny", "7b"), default="tiny", help="tiny (CPU) or 7b (random weights, GPU)")
     parser.add_argument("--layers", type=int, default=None, help="7b: this many layers (real width and vocabulary)")
@@ -387,6 +339,11 @@ def main(argv: list[str]) -> int:
     wrong = [name for name in known.only.split(",") if name not in MEASUREMENTS]
     if wrong:
         parser.error(f"--only: unknown measurement {wrong[0]!r}; choose from {', '.join(MEASUREMENTS)}")
+    return known, rest
+
+
+def main(argv: list[str]) -> int:
+    known, rest = parse_arguments(argv)
     if known.batch is None:
         known.batch = 4 if known.size == "7b" else 2
     if known.size == "7b" and known.device == "auto" and not torch.cuda.is_available():

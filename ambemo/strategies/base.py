@@ -13,6 +13,8 @@ Assumptions:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 import lightning as L
 import torch
@@ -23,16 +25,17 @@ from ambemo.model.backbone import Backbone
 from ambemo.model.inputs import PromptEncoder, assemble, left_padded
 from ambemo.model.readout import (
     AUDIO_KEYS,
+    LazyLogits,
     Reading,
     Reasoning,
     class_logits,
-    forward_logits,
-    gather_rows,
     generate_reasoning,
     read_distribution,
     readout_after,
     repeat_rows,
 )
+
+Read = TypeVar("Read")
 
 
 def warmup_cosine(step: int, total: int, warmup_ratio: float, min_ratio: float) -> float:
@@ -175,12 +178,13 @@ class OnPolicyModule(EmotionModule):
             self.reference_model.to(self.device)
 
     @torch.no_grad()
-    def reference_logits(self, batch: dict) -> torch.Tensor:
-        """Logits of the reference policy for a batch."""
+    def reference(self, batch: dict, read: Callable[[LazyLogits], Read]) -> Read:
+        """``read`` applied to the reference policy's outputs for a batch, e.g. its label log-probs
+        (inside the reference's context: without gradient, and with the adapters disabled)."""
         if self.reference_model is not None:
-            return forward_logits(self.reference_model, batch)
+            return read(LazyLogits(self.reference_model, batch))
         with self.model.disable_adapter():  # peft: the base weights
-            return forward_logits(self.model, batch)
+            return read(LazyLogits(self.model, batch))
 
     @torch.no_grad()
     def sample(self, gen_batch: dict, num: int) -> tuple[dict, Reasoning, torch.Tensor]:
@@ -213,10 +217,10 @@ class OnPolicyModule(EmotionModule):
         rank whose batch has nothing to learn from; returning None there would hang the others."""
         return sum((p * 0).sum() for p in self.model.parameters() if p.requires_grad)  # type: ignore[return-value]
 
-    def answer_log_probs(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    def answer_log_probs(self, outputs: LazyLogits, batch: dict) -> torch.Tensor:
         """Without reasoning the policy *is* the read-out: log p_hat over the classes at the
-        answer slot, (B, C), from the logits of ``self.model`` or ``self.reference_logits``."""
-        slot = gather_rows(logits, batch["slot_index"])
+        answer slot, (B, C), from the outputs of ``self.model`` or of ``self.reference``."""
+        slot = outputs.at(batch["slot_index"])
         return torch.log_softmax(class_logits(slot, self.backbone.class_token_ids).float(), dim=-1)
 
     @torch.no_grad()

@@ -26,9 +26,9 @@ from __future__ import annotations
 import torch
 
 from ambemo.metrics.functional import js_divergence
-from ambemo.model.readout import class_logits, forward_logits, gather_rows
-from ambemo.objectives.distribution import readout_kl, token_cross_entropy
-from ambemo.objectives.policy import dpo_loss, token_logprobs
+from ambemo.model.readout import LazyLogits, class_logits
+from ambemo.objectives.distribution import readout_kl
+from ambemo.objectives.policy import dpo_loss
 from ambemo.strategies.base import OnPolicyModule
 
 
@@ -61,17 +61,17 @@ class DPOModule(OnPolicyModule):
         chosen = [curated[i] for i in keep]
         rejected = [rollouts.ids[i * n + int(worst[i])] for i in keep]
         pair = self.sequences([prompts[i] for i in keep] * 2, chosen + rejected, batch, keep * 2)
-        logits = forward_logits(self.model, pair)
-        logp, _ = token_logprobs(logits, pair["labels"])
-        reference_logp, _ = token_logprobs(self.reference_logits(pair), pair["labels"])
+        outputs = LazyLogits(self.model, pair)  # logits only at the labels and the slot
+        logp, mask = outputs.label_logprobs(pair["labels"])
+        reference_logp, _ = self.reference(pair, lambda reference: reference.label_logprobs(pair["labels"]))
         k = len(keep)
         policy_seq, reference_seq = logp.sum(-1), reference_logp.sum(-1)
         preference, chosen_reward, rejected_reward = dpo_loss(
             policy_seq[:k], policy_seq[k:], reference_seq[:k], reference_seq[k:], s.beta
         )
-        slot = class_logits(gather_rows(logits, pair["slot_index"]), self.backbone.class_token_ids)
+        slot = class_logits(outputs.at(pair["slot_index"]), self.backbone.class_token_ids)
         kl = readout_kl(slot, target[keep].repeat(2, 1))
-        ce = token_cross_entropy(logits[:k], pair["labels"][:k])
+        ce = -logp[:k].sum() / mask[:k].sum()  # token CE of the chosen (curated) reasonings
         loss = preference + s.kl_weight * kl + s.ce_weight * ce
         self.log_preference(loss, preference, kl, ce, chosen_reward, rejected_reward)
         return loss
@@ -80,8 +80,8 @@ class DPOModule(OnPolicyModule):
         """DPO between answers, without reasoning: majority emotion vs the worst drawn one."""
         s = self.cfg.strategy
         target = batch["target"]
-        log_p = self.answer_log_probs(forward_logits(self.model, batch), batch)
-        reference_log_p = self.answer_log_probs(self.reference_logits(batch), batch)
+        log_p = self.answer_log_probs(LazyLogits(self.model, batch), batch)
+        reference_log_p = self.reference(batch, lambda reference: self.answer_log_probs(reference, batch))
         drawn = self.sample_answers(log_p, s.num_rollouts)
         worst = drawn.gather(1, target.gather(1, drawn).argmin(dim=1, keepdim=True)).squeeze(1)
         majority = target.argmax(dim=1)

@@ -38,8 +38,8 @@ import torch
 from omegaconf import DictConfig
 
 from ambemo.model.backbone import Backbone
-from ambemo.model.readout import forward_logits, readout_after
-from ambemo.objectives.policy import group_advantages, grpo_loss, token_logprobs
+from ambemo.model.readout import LazyLogits, readout_after
+from ambemo.objectives.policy import group_advantages, grpo_loss
 from ambemo.objectives.rewards import answer_reward, distribution_reward, format_reward
 from ambemo.strategies.base import OnPolicyModule
 
@@ -156,9 +156,10 @@ class GRPOModule(OnPolicyModule):
             batch,
             [i for i in range(size) for _ in range(group)],
         )
-        reference = token_logprobs(self.reference_logits(seq), seq["labels"])[0] if s.beta else None
+        labels = seq["labels"]
+        reference = self.reference(seq, lambda ref: ref.label_logprobs(labels)[0]) if s.beta else None
         return RolloutBatch(
-            score=lambda: token_logprobs(forward_logits(self.model, seq), seq["labels"]),
+            score=lambda: LazyLogits(self.model, seq).label_logprobs(labels),
             advantages=group_advantages(rewards).flatten(),
             reference_logp=reference,
             logs=logs,
@@ -169,15 +170,16 @@ class GRPOModule(OnPolicyModule):
         s = self.cfg.strategy
         target = batch["target"]
         with torch.no_grad():  # the sampling policy: no graph (each pass's ``score`` has its own)
-            log_p = self.answer_log_probs(forward_logits(self.model, batch), batch)
+            log_p = self.answer_log_probs(LazyLogits(self.model, batch), batch)
         drawn = self.sample_answers(log_p, s.group_size)  # (B, K)
         rewards = answer_reward(target, log_p, drawn)
         reference = None
         if s.beta:
-            reference = self.answer_log_probs(self.reference_logits(batch), batch).gather(1, drawn).reshape(-1, 1)
+            reference_log_p = self.reference(batch, lambda ref: self.answer_log_probs(ref, batch))
+            reference = reference_log_p.gather(1, drawn).reshape(-1, 1)
 
         def score() -> tuple[torch.Tensor, torch.Tensor]:
-            logp = self.answer_log_probs(forward_logits(self.model, batch), batch).gather(1, drawn).reshape(-1, 1)
+            logp = self.answer_log_probs(LazyLogits(self.model, batch), batch).gather(1, drawn).reshape(-1, 1)
             return logp, torch.ones_like(logp, dtype=torch.bool)
 
         return RolloutBatch(

@@ -5,26 +5,29 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ambemo-installed
 NAME ?= sft_cot
 ARGS ?=
+LOCK := requirements/cpu-lock.txt
+WHEELHOUSE ?= wheelhouse
+GPU_CHECK_OUT ?= runs/gpu-check
 
 .DEFAULT_GOAL := help
 TRIALS ?=
 SEEDS ?=
 SEEDS_HEADROOM ?= 3
 BASELINE ?= sft_cot
-.PHONY: help setup exp folds test lint format report headroom data clean bench sweep sweep-local browser
+.PHONY: help setup exp folds test lint format report headroom data clean bench sweep sweep-local browser wheelhouse gpu-check
 
 help: ## Show the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## Create .venv with torch+torchaudio (a matching pair) and ambemo (once; again when pyproject.toml changes)
+setup: $(STAMP) ## Create .venv: ambemo with every extra, at the versions of requirements/cpu-lock.txt (once; again when either changes)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first, then torchaudio against that same torch: every torchaudio wheel is built for one torch
-	$(BIN)/python -m pip install -q torch==2.9.1
-	$(BIN)/python -m pip install -q torch==2.9.1 torchaudio==2.9.1
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	# torch first, then torchaudio against that same torch (a matching pair, both pinned by the lock)
+	$(BIN)/python -m pip install -q -c $(LOCK) torch
+	$(BIN)/python -m pip install -q -c $(LOCK) torch torchaudio
+	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[all,dev]'
 	touch $@
 
 exp: setup ## Run an experiment: make exp NAME=sft_cot [SEEDS=3] [ARGS="trainer.max_epochs=2 logger=csv"]
@@ -73,6 +76,21 @@ sweep-local: setup ## The same sweep file run here with optuna: make sweep-local
 
 data: setup ## Generate the built-in synthetic corpus into data/builtin (done on first use anyway)
 	$(BIN)/ambemo data data/builtin
+
+wheelhouse: setup ## Python 3.12 wheels of what the GPU image lacks (requirements/wheelhouse.txt) and a small corpus, into wheelhouse/
+	rm -f $(WHEELHOUSE)/*.whl
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-r requirements/wheelhouse.txt -d $(WHEELHOUSE)
+	$(BIN)/python -m ambemo.gpucheck wheelhouse $(WHEELHOUSE)
+	$(BIN)/python -m ambemo.gpucheck corpus $(WHEELHOUSE)/corpus
+
+# On the GPU image (no .venv, no network): the wheels go into their own folder, with --no-deps, so
+# the image's torch and everything else it has stay as they are.
+gpu-check: ## On the GPU image: install wheelhouse/ beside its packages, then the device check (< 8 min) into runs/gpu-check
+	$(PYTHON) -m pip install -q --no-deps --no-index --target $(WHEELHOUSE)/site $(WHEELHOUSE)/*.whl || \
+		for w in $(WHEELHOUSE)/*.whl; do $(PYTHON) -m zipfile -e $$w $(WHEELHOUSE)/site || exit 1; done
+	PYTHONPATH="$(CURDIR):$(CURDIR)/$(WHEELHOUSE)/site" $(PYTHON) -m ambemo.gpucheck --out $(GPU_CHECK_OUT) --corpus $(WHEELHOUSE)/corpus $(ARGS)
 
 clean: ## Remove runs and generated data (keeps .venv)
 	rm -rf runs data/builtin

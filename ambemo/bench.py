@@ -3,35 +3,36 @@
     ambemo bench                                   # CPU, tiny model (seconds)
     ambemo bench --size 7b                         # GPU: Qwen2-Audio-7B-size model, random weights
     ambemo bench --group 8 --new-tokens 128 --json bench.json [key=value ...]
+    ambemo bench --size 7b --layers 2 --device cpu --only grpoz model.dtype=bfloat16  # 7B width, CPU
 
 Prints one table: seconds per step, tokens/s, MFU and peak memory for one SFT, one on-policy DPO
 and one GRPO step (each through its strategy module's ``training_step``, then backward and an
-AdamW step), and rollout tokens/s for one group of K continuations of N new tokens, with the fast
-engine (``ambemo.model.rollout``) beside plain ``generate`` timed in the same run. The rollouts
-are timed *after* the training steps, in the state a GRPO loop leaves the model in.
+AdamW step; ``--only`` adds ``grpoz``, GRPO_z's group of K rollouts plus the curated reasoning),
+and rollout tokens/s for one group of K continuations of N new tokens, with the fast engine
+(``ambemo.model.rollout``) beside plain ``generate`` timed in the same run. The rollouts are
+timed *after* the training steps, in the state a GRPO loop leaves the model in.
+
+Peak memory is per measurement: on CUDA the allocator's peak, on Linux CPUs the process's peak
+resident set (VmHWM, reset before each measurement); ``memory_before_gb`` is what was in use
+when the measurement started (weights, optimizer state), so the difference is the step's own.
 
 ``--size 7b`` builds Qwen2AudioForConditionalGeneration from Qwen2-Audio-7B's dimensions with
 random weights directly on the device (no download; the tiny model's offline tokenizer supplies
 the ids), then applies the ``model=qwen2_audio_7b`` settings (dtype, attention, LoRA,
-checkpointing). ``key=value`` arguments override the config as in ``ambemo train``.
+checkpointing). ``--layers N`` keeps the real width and vocabulary with N layers in the language
+model and the audio encoder: the same per-token costs of the LM head and the logits at a
+fraction of the memory (CPU measurements). ``key=value`` arguments override the config as in
+``ambemo train``.
 
 MFU (SFT only) = model FLOPs per second / the GPU's peak dense bf16 FLOPs ('n/a' on CPU or an
-unknown GPU). Model FLOPs of one step, with T text tokens per row, N_lm the language model's
-parameters without the embedding table (lm_head included, counted on every token, the usual
-convention), N_train the trainable ones among them, L layers of width d, and F audio-encoder
-positions per clip with N_audio its parameters:
-
-    LM:    (2 N_lm [forward] + 2 N_lm [activation grads] + 2 N_train [weight grads]) * T
-           + 3 * 2 L d T^2 [causal attention, forward + backward]
-    audio: 2 N_audio F + 4 L_a d_a F^2 [forward], times 3 when the encoder is trained
-
-so full fine-tuning gives the familiar 6 N T, and LoRA about 4 N T. Recomputation from gradient
-checkpointing is not model FLOPs (it lowers MFU, as it should).
+unknown GPU); the model FLOPs of a step are ``ambemo.throughput.sft_flops``, which training runs
+log too (``train/tokens_per_s``, ``train/mfu``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import sys
@@ -39,6 +40,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,29 +50,18 @@ from ambemo.config import compose, parse_overrides
 from ambemo.model.backbone import Backbone, load_backbone, qwen2_audio_7b_config, random_model
 from ambemo.model.inputs import Clip
 from ambemo.model.prompts import CoT, format_cot
-from ambemo.model.readout import generate_sequences, unwrap
+from ambemo.model.readout import generate_sequences
 from ambemo.strategies import EmotionModule, build_strategy
+from ambemo.throughput import peak_flops, sft_flops
 
-PEAK_BF16_FLOPS = {  # dense bf16 tensor-core peaks (vendor data sheets), matched on the device name
-    "H200": 989e12,
-    "H100 PCIe": 756e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "A10G": 125e12,
-}
+STEPS = ("sft", "dpo", "grpo", "grpoz")
+MEASUREMENTS = (*STEPS, "rollouts")
+EXPERIMENTS = {"sft": "sft_cot", "dpo": "dpo_cot", "grpo": "grpo_cot", "grpoz": "grpoz_cot"}
 
 
-def peak_flops(device: torch.device) -> float | None:
-    """Peak dense bf16 FLOP/s of the device, or None (CPU, unknown GPU)."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((flops for key, flops in PEAK_BF16_FLOPS.items() if key in name), None)
-
-
-def build_backbone(cfg: DictConfig, size: str, device: torch.device) -> Backbone:
-    """The tiny backbone, or a 7B-size one with random weights built on ``device``."""
+def build_backbone(cfg: DictConfig, size: str, device: torch.device, layers: int | None = None) -> Backbone:
+    """The tiny backbone, or a 7B-size one with random weights built on ``device`` (with ``layers``
+    layers in the language model and the audio encoder instead of the release's 32 each)."""
     if size == "tiny":
         backbone = load_backbone(cfg.model, cfg.data.classes)
         backbone.model.to(device)
@@ -85,6 +76,10 @@ def build_backbone(cfg: DictConfig, size: str, device: torch.device) -> Backbone
     config = qwen2_audio_7b_config()  # the release's geometry, with the tiny tokenizer's ids
     config.text_config.pad_token_id = tokenizer.pad_token_id
     config.audio_token_index = tokenizer.convert_tokens_to_ids("<|AUDIO|>")
+    if layers:
+        text = config.text_config
+        text.num_hidden_layers = config.audio_config.encoder_layers = layers
+        text.layer_types = text.layer_types[:layers]  # per-layer attention kinds: sizes the KV cache
     with torch.device(device):
         model = random_model(cfg.model, config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -117,16 +112,37 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _reset_peak(device: torch.device) -> None:
+_PROC_STATUS = Path("/proc/self/status")
+
+
+def _proc_kb(field: str) -> float | None:
+    """A ``/proc/self/status`` memory field in kB (Linux), or None."""
+    try:
+        for line in _PROC_STATUS.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak(device: torch.device) -> float:
+    """Start a peak-memory measurement; returns the memory in use now, GB."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device) / 1e9
+    with contextlib.suppress(OSError):  # Linux: "5" resets the peak resident set (VmHWM) to the current one
+        Path("/proc/self/clear_refs").write_text("5")
+    rss = _proc_kb("VmRSS")
+    return rss / 1e6 if rss is not None else 0.0
 
 
 def _peak_gb(device: torch.device) -> float:
-    """Peak memory since the last reset (CUDA), or the process's peak resident set (CPU)."""
+    """Peak memory since ``_reset_peak`` (CUDA allocator; VmHWM on Linux CPUs, else the process's peak)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 1e9
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux reports kB
+    hwm = _proc_kb("VmHWM")
+    return (hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1e6
 
 
 def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> tuple[float, object]:
@@ -162,31 +178,6 @@ def _train_step(module: EmotionModule, batch: dict, optimizer: torch.optim.Optim
     return step
 
 
-def sft_flops(model: torch.nn.Module, batch: dict) -> float:
-    """Model FLOPs of one SFT training step on ``batch`` (formula in the module docstring)."""
-    base = unwrap(model)
-    text, audio = base.config.text_config, base.config.audio_config
-    lm = base.model.language_model
-    lm_params = [p for n, p in lm.named_parameters() if "embed_tokens" not in n] + list(base.lm_head.parameters())
-    n_lm = sum(p.numel() for p in lm_params)
-    n_train = sum(p.numel() for p in lm_params if p.requires_grad)
-    tower = base.model.audio_tower
-    n_audio = sum(p.numel() for p in tower.parameters())
-    audio_trained = any(p.requires_grad for p in tower.parameters())
-    lengths = batch["attention_mask"].sum(-1).double()
-    lm_flops = (4 * n_lm + 2 * n_train) * lengths.sum() + 6 * text.num_hidden_layers * text.hidden_size * (
-        lengths**2
-    ).sum()
-    positions = batch["input_features"].shape[-1] // 2  # the encoder's stride-2 convolution
-    clips = batch["input_features"].shape[0]
-    audio_flops = (
-        clips
-        * (2 * n_audio * positions + 4 * audio.encoder_layers * audio.d_model * positions**2)
-        * (3 if audio_trained else 1)
-    )
-    return float(lm_flops + audio_flops)
-
-
 def run(args: argparse.Namespace, overrides: list[str]) -> dict:
     """Measure everything; returns the results (also printed as a table)."""
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -197,21 +188,23 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
         f"strategy.num_rollouts={args.group}",
         f"strategy.rollout_max_new_tokens={args.new_tokens}",
     ]
+    only = args.only.split(",")
     configs = {
-        "sft": compose("sft_cot", common),
-        "dpo": compose("dpo_cot", [*common, "model.init_from=null", *rollout]),
-        "grpo": compose("grpo_cot", [*common, "model.init_from=null", *rollout]),
+        name: compose(EXPERIMENTS[name], common if name == "sft" else [*common, "model.init_from=null", *rollout])
+        for name in STEPS
+        if name in only
     }
+    base_cfg = configs.get("sft") or compose("sft_cot", common)
     torch.manual_seed(args.seed)
-    backbone = build_backbone(configs["sft"], args.size, device)
+    backbone = build_backbone(base_cfg, args.size, device, args.layers)
     model = backbone.model
-    seconds = args.audio_seconds or configs["sft"].model.chunk_seconds
+    seconds = args.audio_seconds or base_cfg.model.chunk_seconds
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-6)
     flops_peak = peak_flops(device)
     results: dict = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "size": args.size,
+        "size": args.size if not args.layers else f"{args.size}, {args.layers} layers",
         "finetune": args.finetune,
         "group": args.group,
         "new_tokens": args.new_tokens,
@@ -228,10 +221,10 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
         rows = args.batch if name == "sft" else 1  # on-policy steps: one prompt, a group of rollouts
         clips = bench_clips(rows, seconds, args.cot_words, len(cfg.data.classes), args.seed)
         batch = _to(module.encoder.training_batch(clips), device)
-        _reset_peak(device)
+        before = _reset_peak(device)
         step_seconds, _ = timed(_train_step(module, batch, optimizer), device, args.steps, args.warmup)
         tokens = int(batch["attention_mask"].sum())
-        entry = {"seconds_per_step": step_seconds, "peak_memory_gb": _peak_gb(device)}
+        entry = {"seconds_per_step": step_seconds, "peak_memory_gb": _peak_gb(device), "memory_before_gb": before}
         if name == "sft":
             flops = sft_flops(model, batch)
             entry.update(
@@ -242,9 +235,17 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
         results["steps"][name] = entry
         module.reference_model = None
 
-    # Rollouts after the training steps, as in a GRPO loop: one prompt, K continuations of N tokens.
-    prompt = _to(build_strategy(configs["grpo"], backbone).encoder.prompt_batch(bench_clips(1, seconds, 0, 6)), device)
-    strategy = configs["grpo"].strategy
+    if "rollouts" in only:
+        rollouts(args, backbone, compose("grpo_cot", [*common, "model.init_from=null", *rollout]), seconds, results)
+    return results
+
+
+def rollouts(args: argparse.Namespace, backbone: Backbone, cfg: DictConfig, seconds: float, results: dict) -> None:
+    """Rollouts after the training steps, as in a GRPO loop: one prompt, K continuations of N tokens."""
+    model = backbone.model
+    device = next(model.parameters()).device
+    prompt = _to(build_strategy(cfg, backbone).encoder.prompt_batch(bench_clips(1, seconds, 0, 6)), device)
+    strategy = cfg.strategy
     for engine in ("generate", "fast"):
 
         def generate(engine: str = engine) -> torch.Tensor:
@@ -263,7 +264,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
             model.train(was_training)
             return out
 
-        _reset_peak(device)
+        before = _reset_peak(device)
         rollout_seconds, sequences = timed(generate, device, args.steps, args.warmup)
         generated = sequences.shape[0] * (sequences.shape[1] - prompt["input_ids"].shape[1])  # type: ignore[union-attr]
         results["rollouts"][engine] = {
@@ -271,15 +272,16 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
             "tokens_per_second": generated / rollout_seconds,
             "ms_per_decode_step": 1e3 * rollout_seconds / max(1, generated // args.group),
             "peak_memory_gb": _peak_gb(device),
+            "memory_before_gb": before,
         }
     plain, fast = results["rollouts"]["generate"], results["rollouts"]["fast"]
     results["rollouts"]["speedup"] = fast["tokens_per_second"] / plain["tokens_per_second"]
-    return results
 
 
-def _row(label: str, seconds: float, tokens_per_second: float | None, mfu: str, memory: float) -> str:
+def _row(label: str, seconds: float, tokens_per_second: float | None, mfu: str, entry: dict) -> str:
     tps = "-" if tokens_per_second is None else f"{tokens_per_second:.0f}"
-    return f"{label:<18}{seconds:>10.3f}{tps:>12}{mfu:>8}{memory:>14.2f}"
+    memory, own = entry["peak_memory_gb"], entry["peak_memory_gb"] - entry["memory_before_gb"]
+    return f"{label:<18}{seconds:>10.3f}{tps:>12}{mfu:>8}{memory:>14.2f}{own:>12.2f}"
 
 
 def format_results(results: dict) -> str:
@@ -289,18 +291,18 @@ def format_results(results: dict) -> str:
         f"ambemo bench: {results['size']} model ({results['finetune']}, {results['trainable_parameters']:,} of "
         f"{results['total_parameters']:,} parameters trainable) on {results['device']}; "
         f"rollouts: K={results['group']}, {results['new_tokens']} new tokens",
-        f"{'':<18}{'s/step':>10}{'tokens/s':>12}{'MFU':>8}{mem:>14}",
+        f"{'':<18}{'s/step':>10}{'tokens/s':>12}{'MFU':>8}{mem:>14}{'step own GB':>12}",
     ]
     for name, entry in results["steps"].items():
         mfu = "-" if name != "sft" else "n/a" if entry["mfu"] is None else f"{100 * entry['mfu']:.1f}%"
         tps = entry.get("tokens_per_second")
-        lines.append(_row(f"{name} step", entry["seconds_per_step"], tps, mfu, entry["peak_memory_gb"]))
+        lines.append(_row(f"{name} step", entry["seconds_per_step"], tps, mfu, entry))
     rollouts = results["rollouts"]
+    if not rollouts:
+        return "\n".join(lines)
     for engine in ("generate", "fast"):
         entry = rollouts[engine]
-        lines.append(
-            _row(f"rollout {engine}", entry["seconds"], entry["tokens_per_second"], "-", entry["peak_memory_gb"])
-        )
+        lines.append(_row(f"rollout {engine}", entry["seconds"], entry["tokens_per_second"], "-", entry))
     fast, plain = rollouts["fast"]["ms_per_decode_step"], rollouts["generate"]["ms_per_decode_step"]
     lines.append(
         f"fast rollouts: {rollouts['speedup']:.2f}x plain generate ({fast:.2f} vs {plain:.2f} ms per decode step)"
@@ -308,9 +310,16 @@ def format_results(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
+def parse_arguments(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The options and the ``key=value`` overrides of ``ambemo bench`` (exits on an error)."""
     parser = argparse.ArgumentParser(prog="ambemo bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=("tiny", "7b"), default="tiny", help="tiny (CPU) or 7b (random weights, GPU)")
+    parser.add_argument("--layers", type=int, default=None, help="7b: this many layers (real width and vocabulary)")
+    parser.add_argument(
+        "--only",
+        default="sft,dpo,grpo,rollouts",
+        help=f"comma-separated measurements among {','.join(MEASUREMENTS)} (default: sft,dpo,grpo,rollouts)",
+    )
     parser.add_argument("--device", default="auto", help="auto (cuda if present), cpu or cuda")
     parser.add_argument("--finetune", choices=("lora", "full"), default="lora", help="what the steps train")
     parser.add_argument("--batch", type=int, default=None, help="SFT rows per step (default: 2 tiny, 4 7b)")
@@ -327,6 +336,14 @@ def main(argv: list[str]) -> int:
     unknown = [a for a in rest if "=" not in a]
     if unknown:
         parser.error(f"unrecognised arguments: {' '.join(unknown)}")
+    wrong = [name for name in known.only.split(",") if name not in MEASUREMENTS]
+    if wrong:
+        parser.error(f"--only: unknown measurement {wrong[0]!r}; choose from {', '.join(MEASUREMENTS)}")
+    return known, rest
+
+
+def main(argv: list[str]) -> int:
+    known, rest = parse_arguments(argv)
     if known.batch is None:
         known.batch = 4 if known.size == "7b" else 2
     if known.size == "7b" and known.device == "auto" and not torch.cuda.is_available():

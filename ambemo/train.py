@@ -86,6 +86,7 @@ from ambemo.runs import (
 )
 from ambemo.strategies import EmotionModule, build_strategy
 from ambemo.strategies.base import OnPolicyModule
+from ambemo.throughput import ThroughputLog
 
 RUN_DIR_ENV = "AMBEMO_RUN_DIR"  # shared by DDP ranks: Lightning re-launches them with our environment
 TABLE_KEYS = ("js", "bc", "r2", "brier", "accuracy", "macro_f1", "format_ok_rate")
@@ -246,6 +247,7 @@ def make_callbacks(cfg: DictConfig, run_dir: Path, resume: Path | None) -> list[
         ),
         PreemptionCheckpoint(folder / LAST),
         LearningRateMonitor(logging_interval="step"),
+        ThroughputLog(),  # train/step_seconds, train/tokens_per_s, train/mfu
         TQDMProgressBar(refresh_rate=10),
     ]
 

@@ -54,6 +54,7 @@ def test_experiment_runs(
             assert last["global_step"] == 6  # 48 clips / batch 8 = 6 optimizer steps: the final weights
         assert list((run_dir / "checkpoints").glob("best-*.ckpt"))
         assert TRAIN_LOGS[cfg.strategy.name] in metrics_csv and "val/js" in metrics_csv
+        assert "train/tokens_per_s" in metrics_csv and "train/step_seconds" in metrics_csv  # ThroughputLog
 
     assert set(summary["test"]) >= METRIC_KEYS
     n_test = summary["test"]["n"]

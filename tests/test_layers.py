@@ -10,10 +10,10 @@ layers below it:
     3 model                       backbone, prompts, inputs, read-out, rollouts
     4 objectives, cot             pure training objectives; reasoning curation
     5 strategies                  one LightningModule per training method
-    6 resume, logging_wandb, plots, paired   (paired: per-utterance paired statistics of runs)
+    6 resume, logging_wandb, plots, paired, throughput   (paired statistics of runs; throughput logging)
     7 train                       the training recipe and run folder
     8 inference, score, report, probe   using trained runs
-    9 cli, bench, sweep, folds, serve, ambemo   entry points and tools (nothing below imports them)
+    9 cli, bench, sweep, folds, serve, gpucheck, ambemo   entry points and tools (nothing below imports them)
 
 Imports that break this today are listed in ``KNOWN_VIOLATIONS``, each with why it is still
 there; a test fails when an entry no longer occurs, so the list can only shrink.
@@ -42,6 +42,7 @@ LAYERS: dict[str, int] = {
     "ambemo.logging_wandb": 6,
     "ambemo.plots": 6,
     "ambemo.paired": 6,
+    "ambemo.throughput": 6,
     "ambemo.train": 7,
     "ambemo.inference": 8,
     "ambemo.score": 8,
@@ -52,9 +53,10 @@ LAYERS: dict[str, int] = {
     "ambemo.sweep": 9,
     "ambemo.folds": 9,
     "ambemo.serve": 9,
+    "ambemo.gpucheck": 9,
     "ambemo": 9,
 }
-TOOLS = ("ambemo.cli", "ambemo.bench", "ambemo.sweep", "ambemo.folds")
+TOOLS = ("ambemo.cli", "ambemo.bench", "ambemo.sweep", "ambemo.folds", "ambemo.gpucheck")
 
 # (importer, imported): each still here because the code it needs lives in a file that other
 # work is reshaping; move it and delete the entry.

@@ -69,6 +69,35 @@ def output_head(model: torch.nn.Module) -> torch.nn.Module:
     return unwrap(model).get_output_embeddings()
 
 
+class LazyLogits:
+    """One forward pass of ``model`` on ``batch`` whose vocabulary logits are computed only where
+    they are used: the last hidden states, with the LM head applied at the positions asked for.
+    A (B, T, V) logits tensor is most of the memory of a training step at 7B (156k tokens per
+    position), and the losses need it at the answer slot and the labelled tokens only.
+
+    A family without a headless forward (``forward_hidden`` is None: Qwen2.5-Omni) keeps its full
+    logits behind an identity head, so callers have one code path and the same values."""
+
+    def __init__(self, model: torch.nn.Module, batch: dict) -> None:
+        hidden = forward_hidden(model, batch)
+        if hidden is None:
+            self.states, self.head = forward_logits(model, batch), torch.nn.Identity()
+        else:
+            self.states, self.head = hidden, output_head(model)
+
+    def at(self, index: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits (B, V) at position ``index[b]`` of each row."""
+        return self.head(gather_rows(self.states, index))
+
+    def last(self) -> torch.Tensor:
+        """Vocabulary logits (B, V) at the last position (a left-padded batch's next token)."""
+        return self.head(self.states[:, -1])
+
+    # Per-token log-probs of labels: ``objectives.policy.label_logprobs(self.states, self.head, ...)``
+    # (``strategies.base.labelled_logprobs``), kept out of this class because the model layer sits
+    # below the objectives.
+
+
 class StopAfterSlot(StoppingCriteria):
     """Stops each row once its newly generated tokens end with the answer slot's token ids."""
 
@@ -215,7 +244,7 @@ def readout_after(backbone: Backbone, batch: dict, reasoning_ids: list[list[int]
     rows = [prompt + list(r) for prompt, r in zip(unpadded_prompts(batch), reasoning_ids, strict=True)]
     readout_batch = left_padded(rows, backbone.tokenizer.pad_token_id, batch["input_ids"].device)
     readout_batch.update({k: batch[k] for k in AUDIO_KEYS})
-    logits = forward_logits(backbone.model, readout_batch)[:, -1]
+    logits = LazyLogits(backbone.model, readout_batch).last()  # the slot's logits only
     return torch.softmax(class_logits(logits, backbone.class_token_ids).float(), -1)
 
 
@@ -232,7 +261,7 @@ def read_distribution(
 ) -> Reading:
     """Generate the reasoning (if ``use_cot``) from a left-padded prompt batch, then read out p_hat."""
     if not use_cot:
-        logits = forward_logits(backbone.model, batch)[:, -1]
+        logits = LazyLogits(backbone.model, batch).last()
         return Reading(torch.softmax(class_logits(logits, backbone.class_token_ids).float(), -1), None, None)
     reasoning = generate_reasoning(
         backbone, batch, max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, engine=engine

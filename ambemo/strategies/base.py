@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import lightning as L
 import torch
@@ -26,16 +27,26 @@ from ambemo.model.backbone import Backbone
 from ambemo.model.inputs import PromptEncoder, assemble, left_padded
 from ambemo.model.readout import (
     AUDIO_KEYS,
+    LazyLogits,
     Reading,
     Reasoning,
     class_logits,
-    forward_logits,
-    gather_rows,
     generate_reasoning,
     read_distribution,
     readout_after,
     repeat_rows,
 )
+from ambemo.objectives.policy import label_logprobs
+
+Read = TypeVar("Read")
+
+
+def labelled_logprobs(
+    outputs: LazyLogits, labels: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logp, mask)``, (B, T-1): log-probs of ``labels`` under softmax(logits / temperature), the
+    LM head applied only at the labelled positions (``objectives.policy.label_logprobs``)."""
+    return label_logprobs(outputs.states, outputs.head, labels, temperature)
 
 
 def warmup_cosine(step: int, total: int, warmup_ratio: float, min_ratio: float) -> float:
@@ -205,12 +216,13 @@ class OnPolicyModule(EmotionModule):
             self.reference_model.to(self.device)
 
     @torch.no_grad()
-    def reference_logits(self, batch: dict) -> torch.Tensor:
-        """Logits of the reference policy for a batch."""
+    def reference(self, batch: dict, read: Callable[[LazyLogits], Read]) -> Read:
+        """``read`` applied to the reference policy's outputs for a batch, e.g. its label log-probs
+        (inside the reference's context: without gradient, and with the adapters disabled)."""
         if self.reference_model is not None:
-            return forward_logits(self.reference_model, batch)
+            return read(LazyLogits(self.reference_model, batch))
         with self.model.disable_adapter():  # peft: the base weights
-            return forward_logits(self.model, batch)
+            return read(LazyLogits(self.model, batch))
 
     @contextlib.contextmanager
     def evaluating(self) -> Iterator[None]:
@@ -248,10 +260,10 @@ class OnPolicyModule(EmotionModule):
             distribution = readout_after(self.backbone, repeated, reasoning.ids)
         return repeated, reasoning, distribution
 
-    def answer_log_probs(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    def answer_log_probs(self, outputs: LazyLogits, batch: dict) -> torch.Tensor:
         """Without reasoning the policy *is* the read-out: log p_hat over the classes at the
-        answer slot, (B, C), from the logits of ``self.model`` or ``self.reference_logits``."""
-        slot = gather_rows(logits, batch["slot_index"])
+        answer slot, (B, C), from the outputs of ``self.model`` or of ``self.reference``."""
+        slot = outputs.at(batch["slot_index"])
         return torch.log_softmax(class_logits(slot, self.backbone.class_token_ids).float(), dim=-1)
 
     @torch.no_grad()

@@ -30,10 +30,10 @@ from __future__ import annotations
 import torch
 
 from ambemo.metrics.functional import js_divergence
-from ambemo.model.readout import class_logits, forward_logits, gather_rows
-from ambemo.objectives.distribution import readout_kl, token_cross_entropy
-from ambemo.objectives.policy import dpo_loss, token_logprobs
-from ambemo.strategies.base import OnPolicyModule
+from ambemo.model.readout import LazyLogits, class_logits
+from ambemo.objectives.distribution import readout_kl
+from ambemo.objectives.policy import dpo_loss
+from ambemo.strategies.base import OnPolicyModule, labelled_logprobs
 
 
 class DPOModule(OnPolicyModule):
@@ -70,23 +70,23 @@ class DPOModule(OnPolicyModule):
             list(range(size)) + keep,
             forced_tokens=[0] * size + [rollouts.forced_tokens[r] for r in rejected],
         )
-        logits = forward_logits(self.model, seq)
-        slot = class_logits(gather_rows(logits, seq["slot_index"]), self.backbone.class_token_ids)
+        outputs = LazyLogits(self.model, seq)  # vocabulary logits only at the labels and the slots
+        logp, mask = labelled_logprobs(outputs, seq["labels"])
+        slot = class_logits(outputs.at(seq["slot_index"]), self.backbone.class_token_ids)
         kl = readout_kl(slot, torch.cat([target, target[keep]]))
-        ce = token_cross_entropy(logits[:size], seq["labels"][:size])
+        ce = -logp[:size].sum() / mask[:size].sum()  # token CE of the curated reasonings
         if keep:
             pair_rows = keep + list(range(size, size + len(keep)))
             pair = {key: value[pair_rows] for key, value in seq.items()}
-            logp, _ = token_logprobs(logits[pair_rows], pair["labels"])
-            reference_logp, _ = token_logprobs(self.reference_logits(pair), pair["labels"])
-            policy_seq, reference_seq = logp.sum(-1), reference_logp.sum(-1)
+            reference_logp, _ = self.reference(pair, lambda reference: labelled_logprobs(reference, pair["labels"]))
+            policy_seq, reference_seq = logp[pair_rows].sum(-1), reference_logp.sum(-1)
             k = len(keep)
             preference, chosen_reward, rejected_reward = dpo_loss(
                 policy_seq[:k], policy_seq[k:], reference_seq[:k], reference_seq[k:], s.beta
             )
         else:  # nothing to prefer against: the KL and CE terms still train (every DDP rank steps)
-            preference = logits.new_zeros(())
-            chosen_reward = rejected_reward = torch.zeros(0, device=logits.device)
+            preference = logp.new_zeros(())
+            chosen_reward = rejected_reward = torch.zeros(0, device=logp.device)
         loss = preference + s.kl_weight * kl + s.ce_weight * ce
         self.log_preference(loss, preference, kl, ce, chosen_reward, rejected_reward)
         return loss
@@ -95,8 +95,8 @@ class DPOModule(OnPolicyModule):
         """DPO between answers, without reasoning: majority emotion vs the worst drawn one."""
         s = self.cfg.strategy
         target = batch["target"]
-        log_p = self.answer_log_probs(forward_logits(self.model, batch), batch)
-        reference_log_p = self.answer_log_probs(self.reference_logits(batch), batch)
+        log_p = self.answer_log_probs(LazyLogits(self.model, batch), batch)
+        reference_log_p = self.reference(batch, lambda reference: self.answer_log_probs(reference, batch))
         drawn = self.sample_answers(log_p, s.num_rollouts)
         worst = drawn.gather(1, target.gather(1, drawn).argmin(dim=1, keepdim=True)).squeeze(1)
         majority = target.argmax(dim=1)

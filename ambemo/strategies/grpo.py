@@ -56,10 +56,10 @@ import torch
 from omegaconf import DictConfig
 
 from ambemo.model.backbone import Backbone
-from ambemo.model.readout import forward_logits, readout_after
-from ambemo.objectives.policy import group_advantages, grpo_loss, token_logprobs
+from ambemo.model.readout import LazyLogits, readout_after
+from ambemo.objectives.policy import group_advantages, grpo_loss
 from ambemo.objectives.rewards import answer_reward, distribution_reward, format_reward
-from ambemo.strategies.base import OnPolicyModule
+from ambemo.strategies.base import OnPolicyModule, labelled_logprobs
 
 
 @dataclass
@@ -188,11 +188,12 @@ class GRPOModule(OnPolicyModule):
             forced_tokens=[f for row in forced for f in row],
         )
         temperature = s.rollout_temperature  # the distribution the rollouts were drawn from
+        labels = seq["labels"]
         reference = None
         if s.beta:
-            reference = token_logprobs(self.reference_logits(seq), seq["labels"], temperature=temperature)[0]
+            reference = self.reference(seq, lambda ref: labelled_logprobs(ref, labels, temperature)[0])
         return RolloutBatch(
-            score=lambda: token_logprobs(forward_logits(self.model, seq), seq["labels"], temperature=temperature),
+            score=lambda: labelled_logprobs(LazyLogits(self.model, seq), labels, temperature),
             advantages=group_advantages(rewards).flatten(),
             reference_logp=reference,
             logs=logs,
@@ -203,16 +204,17 @@ class GRPOModule(OnPolicyModule):
         s = self.cfg.strategy
         target = batch["target"]
         with torch.no_grad():  # the sampling policy: no graph (each pass's ``score`` has its own)
-            log_p = self.answer_log_probs(forward_logits(self.model, batch), batch)
+            log_p = self.answer_log_probs(LazyLogits(self.model, batch), batch)
         sampling = self.answer_sampling_probs(log_p)
         drawn = torch.multinomial(sampling, s.group_size, replacement=True)  # (B, K)
         rewards = answer_reward(target, sampling.log(), drawn)
         reference = None
         if s.beta:
-            reference = self.answer_log_probs(self.reference_logits(batch), batch).gather(1, drawn).reshape(-1, 1)
+            reference_log_p = self.reference(batch, lambda ref: self.answer_log_probs(ref, batch))
+            reference = reference_log_p.gather(1, drawn).reshape(-1, 1)
 
         def score() -> tuple[torch.Tensor, torch.Tensor]:
-            logp = self.answer_log_probs(forward_logits(self.model, batch), batch).gather(1, drawn).reshape(-1, 1)
+            logp = self.answer_log_probs(LazyLogits(self.model, batch), batch).gather(1, drawn).reshape(-1, 1)
             return logp, torch.ones_like(logp, dtype=torch.bool)
 
         return RolloutBatch(

@@ -15,7 +15,7 @@ from ambemo.config import ConfigError, compose
 from ambemo.metrics.functional import js_divergence
 from ambemo.model.backbone import load_backbone
 from ambemo.model.prompts import ANSWER_SLOT
-from ambemo.model.readout import forward_logits, generate_reasoning
+from ambemo.model.readout import LazyLogits, forward_hidden, forward_logits, generate_reasoning
 from ambemo.model.rollout import sampling_rules
 from ambemo.objectives.rewards import format_reward
 from ambemo.strategies import build_strategy
@@ -158,13 +158,17 @@ def test_grpoz_reads_every_member_in_eval_mode(monkeypatch: pytest.MonkeyPatch) 
     module = _module("grpoz_cot", "strategy.group_size=2", "model.finetune=lora")
     module.model.train()  # as in the training loop: LoRA dropout active
     modes: list[bool] = []
-    forward = forward_logits
 
-    def record(model, batch):
-        modes.append(model.training)
-        return forward(model, batch)
+    def recording(forward):
+        def record(model, batch):
+            modes.append(model.training)
+            return forward(model, batch)
 
-    monkeypatch.setattr("ambemo.model.readout.forward_logits", record)
+        return record
+
+    # the read-out runs the headless forward (logits only at the slot), or full logits without one
+    monkeypatch.setattr("ambemo.model.readout.forward_logits", recording(forward_logits))
+    monkeypatch.setattr("ambemo.model.readout.forward_hidden", recording(forward_hidden))
     module.rollouts(_batch(module))
     assert len(modes) >= 2 and not any(modes)  # the K rollouts' read-out and the curated one's
     assert module.model.training  # and the training mode is back
@@ -220,7 +224,7 @@ def test_grpo_without_cot_rewards_with_the_sampling_probability(monkeypatch: pyt
     module.rollouts(batch)
     (_, sampling_log_p, _), _ = calls[0]
     with torch.no_grad():
-        log_p = module.answer_log_probs(forward_logits(module.model, batch), batch)
+        log_p = module.answer_log_probs(LazyLogits(module.model, batch), batch)
     torch.testing.assert_close(sampling_log_p, torch.log_softmax(log_p / temperature, -1), rtol=1e-5, atol=1e-6)
 
 
@@ -239,13 +243,14 @@ def test_dpo_kl_and_ce_cover_every_utterance(monkeypatch: pytest.MonkeyPatch) ->
     rollouts[0, 1] = far[0]
     monkeypatch.setattr(module, "sample", _sample_with(module, rollouts.reshape(-1, target.shape[1])))
     kl_calls = _spy(monkeypatch, dpo, "readout_kl")
-    ce_calls = _spy(monkeypatch, dpo, "token_cross_entropy")
+    logprob_calls = _spy(monkeypatch, dpo, "labelled_logprobs")
     module.training_step(batch, 0)
     kl_targets = kl_calls[0][0][1]
     for i in range(3):
         assert (kl_targets == target[i]).all(-1).any(), f"utterance {i} has no KL term"
-    ce_labels = ce_calls[0][0][1]
-    assert ce_labels.shape[0] == 3  # CE on every utterance's curated reasoning
+    policy_labels = logprob_calls[0][0][1]
+    # one policy pass: every utterance's curated reasoning (the CE term's rows), then the one rejected
+    assert policy_labels.shape[0] == 3 + 1
 
     # no rejectable rollout at all: the KL and CE terms still train
     monkeypatch.setattr(module, "sample", _sample_with(module, target.repeat_interleave(2, 0)))
@@ -301,7 +306,7 @@ def test_reference_is_the_base_model_with_adapters_disabled() -> None:
     module.model.eval()
     batch = _batch(module)
     with torch.no_grad():
-        reference = module.reference_logits(batch)
+        reference = module.reference(batch, lambda out: out.head(out.states))  # full logits
         torch.testing.assert_close(reference, forward_logits(base, batch), rtol=1e-4, atol=1e-4)
         assert (forward_logits(module.model, batch) - reference).abs().max() > 1e-2
 

@@ -218,10 +218,11 @@ class OnPolicyModule(EmotionModule):
     @torch.no_grad()
     def reference(self, batch: dict, read: Callable[[LazyLogits], Read]) -> Read:
         """``read`` applied to the reference policy's outputs for a batch, e.g. its label log-probs
-        (inside the reference's context: without gradient, and with the adapters disabled)."""
+        (inside the reference's context: without gradient, in eval mode, and with the adapters
+        disabled), so the reference is the same deterministic function at every step."""
         if self.reference_model is not None:
             return read(LazyLogits(self.reference_model, batch))
-        with self.model.disable_adapter():  # peft: the base weights
+        with self.evaluating(), self.model.disable_adapter():  # peft: the base weights
             return read(LazyLogits(self.model, batch))
 
     @contextlib.contextmanager

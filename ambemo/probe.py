@@ -48,11 +48,12 @@ def probe_reasoning(
     """JS per condition and the paired differences to ``own`` (see the module doc) on ``run``'s
     test split (its first ``limit`` utterances if > 0)."""
     from ambemo.data.datamodule import EmotionDataModule
-    from ambemo.inference.loading import load, read_run_config, resolve_model_path
+    from ambemo.inference.loading import load, resolve_model_path
     from ambemo.model.readout import generate_reasoning, readout_after
+    from ambemo.runs import read_config
 
     run_dir = resolve_model_path(run, runs_dir)
-    cfg = read_run_config(run_dir)
+    cfg = read_config(run_dir)
     if not cfg.strategy.use_cot:
         raise ValueError(f"{run_dir}: trained without reasoning (strategy.use_cot=false): nothing to probe")
     if limit:

@@ -34,12 +34,20 @@ class SignalAt(Callback):
             os.kill(os.getpid(), signal.SIGUSR1)
 
 
+#: Throughput logs (ambemo.throughput): wall-clock measurements, not training state.
+WALL_CLOCK = {"train/step_seconds", "train/tokens_per_s", "train/mfu"}
+
+
 def per_step(run_dir: Path) -> dict[int, dict[str, str]]:
     """The training rows of metrics.csv by step: loss terms and learning rate, as logged."""
     rows: dict[int, dict[str, str]] = {}
     with open(run_dir / "metrics.csv", newline="") as f:
         for row in csv.DictReader(f):
-            values = {k: v for k, v in row.items() if v and (k.startswith("train/") or k.startswith("lr-"))}
+            values = {
+                k: v
+                for k, v in row.items()
+                if v and (k.startswith("train/") or k.startswith("lr-")) and k not in WALL_CLOCK
+            }
             if values:
                 rows.setdefault(int(row["step"]), {}).update(values)
     return rows

@@ -62,7 +62,9 @@ def _train(argv: list[str]) -> int:
         print(f"[ambemo] overrides from AMBEMO_OVERRIDES: {' '.join(from_env)}", file=sys.stderr)
         argv = [*from_env, *argv]
     overrides = parse_overrides(argv)
-    cfg = compose(None, overrides)
+    from ambemo.resume import compose_resumed
+
+    cfg = compose_resumed(overrides) or compose(None, overrides)
     if print_only:
         from ambemo.config import to_yaml
 

@@ -492,20 +492,32 @@ def compose(experiment: str | None = None, overrides: list[str] | None = None) -
     cfg = OmegaConf.structured(RunConfig)
     for group in GROUPS:
         option = group_choice.get(group) or defaults.get(group)
-        if option is None:
-            continue
-        block = CONF_DIR / group / f"{option}.yaml"
-        if not block.is_file():
-            raise ConfigError(
-                f"unknown {group} option '{option}'. Valid choices for {group}: {', '.join(group_options(group))}"
-            )
-        block_cfg = _read_yaml(block)
-        run_keys = block_cfg.pop("_run", None)
-        cfg = _merge(cfg, {group: block_cfg}, str(block))
-        if run_keys is not None:  # keys outside the group, e.g. a 7B model's memory-fitting batch sizes
-            cfg = _merge(cfg, run_keys, f"{block} (_run)")
+        if option is not None:
+            cfg = apply_group(cfg, group, option)
     cfg = _merge(cfg, exp_cfg, str(exp_path))
     cfg.experiment = experiment
+    return apply_overrides(cfg, dotted)
+
+
+def apply_group(cfg: DictConfig, group: str, option: str) -> DictConfig:
+    """``cfg`` with building block ``conf/<group>/<option>.yaml`` merged into its ``group`` section
+    (and the block's ``_run`` keys, if any, into the rest)."""
+    block = CONF_DIR / group / f"{option}.yaml"
+    if not block.is_file():
+        raise ConfigError(
+            f"unknown {group} option '{option}'. Valid choices for {group}: {', '.join(group_options(group))}"
+        )
+    block_cfg = _read_yaml(block)
+    run_keys = block_cfg.pop("_run", None)
+    cfg = _merge(cfg, {group: block_cfg}, str(block))
+    if run_keys is not None:  # keys outside the group, e.g. a 7B model's memory-fitting batch sizes
+        cfg = _merge(cfg, run_keys, f"{block} (_run)")
+    return cfg
+
+
+def apply_overrides(cfg: DictConfig, dotted: list[str]) -> DictConfig:
+    """``key=value`` overrides merged into a typed config, which is then checked (``compose``'s
+    last step; also how a resumed run's saved config takes the command line's overrides)."""
     try:
         cli = OmegaConf.from_dotlist(dotted)
     except OmegaConfBaseException as err:

@@ -14,7 +14,10 @@ must come back, and a checkpoint must never be half-written:
   (``PreemptionCheckpoint``), written atomically (``AtomicCheckpointIO``).
 
 ``trainer.resume=<checkpoint | run folder | auto>`` picks the checkpoint (``find_resume_checkpoint``);
-the run continues in the checkpoint's run folder.
+the run continues in the checkpoint's run folder, with that run's own config: ``ambemo train
+trainer.resume=RUN`` alone starts from RUN's ``config.yaml`` (``compose_resumed``), and a config
+that differs from it in what is trained (another experiment, objective, data or model) is refused
+(``check_resume_config``), since it would continue a different training in that run's folder.
 """
 
 from __future__ import annotations
@@ -31,11 +34,116 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ambemo.compat import collect_rng_states, set_rng_states
+from ambemo.config import GROUPS, ConfigError, apply_group, apply_overrides
 from ambemo.errors import CheckpointError, RunFolderError
-from ambemo.runs import FAILED, INTERRUPTED, is_run_folder, last_checkpoint, load_checkpoint, run_folders, status
+from ambemo.runs import (
+    CONFIG,
+    FAILED,
+    INTERRUPTED,
+    is_run_folder,
+    last_checkpoint,
+    load_checkpoint,
+    read_config,
+    run_dir_of,
+    run_folders,
+    status,
+)
+
+#: What a resumed run may set differently from its run's ``config.yaml``: where and on what it runs,
+#: and how it logs; not what it trains. (``model.init_from``: the checkpoint's weights replace
+#: the starting ones anyway.)
+MAY_DIFFER_ON_RESUME = (
+    "trainer.resume",
+    "out_dir",
+    "logger",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.accelerator",
+    "trainer.torch_threads",
+    "data.num_workers",
+    "model.init_from",
+)
+
+
+def resumed_run_folder(spec: str | None) -> Path | None:
+    """The run folder ``trainer.resume=spec`` names (a run folder, or a checkpoint inside one);
+    None for ``auto``, nothing, or a checkpoint outside any run folder."""
+    if not spec or spec in ("auto", "null", "None"):
+        return None
+    path = Path(spec)
+    if path.is_dir():
+        return path if (path / CONFIG).is_file() else None
+    return run_dir_of(path) if path.is_file() else None
+
+
+def compose_resumed(overrides: list[str]) -> DictConfig | None:
+    """The config of ``ambemo train trainer.resume=RUN [key=value ...]`` when it names no experiment
+    or building block: RUN's saved ``config.yaml`` with the overrides applied (None otherwise, and
+    the command composes as usual)."""
+    pairs = [item.partition("=")[::2] for item in overrides]
+    specs = [value for key, value in pairs if key == "trainer.resume"]
+    if not specs or any(key == "experiment" for key, _ in pairs):
+        return None
+    run_dir = resumed_run_folder(specs[-1])
+    if run_dir is None:
+        return None
+    cfg = read_config(run_dir)
+    for group, option in ((k, v) for k, v in pairs if k in GROUPS):  # e.g. logger=csv
+        cfg = apply_group(cfg, group, option)
+    cfg = apply_overrides(cfg, [f"{k}={v}" for k, v in pairs if k not in GROUPS])
+    print(f"[ambemo] resuming {cfg.experiment} with the run's own config ({run_dir / CONFIG})")
+    return cfg
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_leaves(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def config_differences(cfg: DictConfig, saved: DictConfig) -> list[str]:
+    """Keys (``a.b``) whose values differ between two run configs, less ``MAY_DIFFER_ON_RESUME``."""
+    ours = _leaves(OmegaConf.to_container(cfg, resolve=True))
+    theirs = _leaves(OmegaConf.to_container(saved, resolve=True))
+    allowed = tuple(MAY_DIFFER_ON_RESUME)
+    return sorted(
+        key
+        for key in set(ours) | set(theirs)
+        if ours.get(key) != theirs.get(key) and not any(key == a or key.startswith(a + ".") for a in allowed)
+    )
+
+
+def check_resume_config(cfg: DictConfig, checkpoint: Path) -> None:
+    """Refuse to resume a run with a config that trains something else than the run did.
+
+    Without this, ``ambemo train trainer.resume=RUN`` composed the default experiment and went on
+    training *it* from the run's checkpoint, in the run's folder, over the run's metrics."""
+    run_dir = run_dir_of(checkpoint)
+    if run_dir is None:
+        return  # a checkpoint outside a run folder: nothing to compare with
+    try:
+        saved = read_config(run_dir)
+    except RunFolderError as err:
+        raise ConfigError(f"trainer.resume={cfg.trainer.resume}: {err}") from None
+    differences = config_differences(cfg, saved)
+    if not differences:
+        return
+    shown = ", ".join(
+        f"{k} ({OmegaConf.select(cfg, k)!r} here, {OmegaConf.select(saved, k)!r} in the run)" for k in differences[:6]
+    )
+    more = f" and {len(differences) - 6} more" if len(differences) > 6 else ""
+    raise ConfigError(
+        f"trainer.resume={cfg.trainer.resume}: this config differs from the run's ({run_dir / CONFIG}) in "
+        f"{shown}{more}. Resuming would continue another training in that run's folder. Give "
+        f"trainer.resume={run_dir} without an experiment to resume with the run's own config, or drop the "
+        "differing overrides"
+    )
 
 
 def trainable_keys(module: torch.nn.Module) -> set[str]:

@@ -63,6 +63,7 @@ from ambemo.resume import (
     AtomicCheckpointIO,
     ExactResume,
     PreemptionCheckpoint,
+    check_resume_config,
     check_trainable_keys,
     find_resume_checkpoint,
 )
@@ -286,6 +287,8 @@ def train(cfg: DictConfig) -> Path:
     """
     started = time.time()
     resume = find_resume_checkpoint(cfg)
+    if resume is not None:
+        check_resume_config(cfg, resume)
     init = resolve_init(cfg)
     given = bool(os.environ.get(RUN_DIR_ENV))  # a folder made by someone else (a sweep) is theirs
     run_dir = make_run_dir(cfg, resume)

@@ -14,10 +14,11 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 import ambemo.train
-from ambemo.config import compose
+from ambemo import cli
+from ambemo.config import ConfigError, compose, to_yaml
 from ambemo.data.datamodule import ResumableLoader, ShardSampler
 from ambemo.errors import CheckpointError
-from ambemo.resume import AtomicCheckpointIO, find_resume_checkpoint
+from ambemo.resume import AtomicCheckpointIO, compose_resumed, find_resume_checkpoint
 from ambemo.train import RUN_DIR_ENV, train
 
 STEPS, PREEMPT_AT = 5, 2  # 24 clips / batch 8 = 3 steps per epoch: preempted mid-epoch 0, resumed into epoch 1
@@ -130,6 +131,39 @@ def test_resume_names_a_missing_checkpoint(tmp_path: Path) -> None:
         find_resume_checkpoint(cfg)
     cfg.trainer.resume = "auto"
     assert find_resume_checkpoint(cfg) is None  # nothing to resume: a fresh start
+
+
+def interrupted_run(folder: Path, overrides: list[str]) -> Path:
+    """A run folder as an interrupted run leaves it: its config and a (weightless) last.ckpt."""
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.yaml").write_text(to_yaml(compose(None, overrides)))
+    torch.save({"state_dict": {}, "global_step": 7}, folder / "checkpoints" / "last.ckpt")
+    return folder
+
+
+def test_resume_of_a_run_folder_takes_the_runs_own_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run_dir = interrupted_run(tmp_path / "run", ["experiment=grpoz_cot", "strategy.group_size=4", "seed=3"])
+    cfg = compose_resumed([f"trainer.resume={run_dir}", "logger=csv", "trainer.torch_threads=1"])
+    assert cfg is not None
+    assert (cfg.experiment, cfg.strategy.group_size, cfg.seed) == ("grpoz_cot", 4, 3)
+    assert (cfg.logger.name, cfg.trainer.torch_threads) == ("csv", 1)
+    assert compose_resumed([f"trainer.resume={run_dir}", "experiment=grpoz_cot"]) is None  # composes as usual
+    assert cli.main(["train", f"trainer.resume={run_dir / 'checkpoints' / 'last.ckpt'}", "--print-config"]) == 0
+    assert "experiment: grpoz_cot" in capsys.readouterr().out
+
+
+def test_resume_with_a_config_that_trains_something_else_is_refused(tmp_path: Path) -> None:
+    """Before: ``trainer.resume=RUN experiment=sft_cot`` (or no experiment at all) trained the
+    default experiment from a GRPO_z run's checkpoint, in its folder, over its metrics."""
+    run_dir = interrupted_run(tmp_path / "run", ["experiment=grpoz_cot", f"out_dir={tmp_path}"])
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    cfg = compose(None, ["experiment=sft_cot", f"trainer.resume={run_dir}", f"out_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"experiment \('sft_cot' here, 'grpoz_cot' in the run\)"):
+        train(cfg)
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before  # nothing touched
+    same = compose(None, ["experiment=grpoz_cot", f"trainer.resume={run_dir}", "strategy.group_size=2"])
+    with pytest.raises(ConfigError, match=r"strategy.group_size \(2 here, 4 in the run\)"):
+        train(same)
 
 
 class Unpicklable:

@@ -149,3 +149,17 @@ def test_unknown_engine_is_a_clear_error() -> None:
     batch = PromptEncoder(backbone, CREMA_D_CLASSES, use_cot=True).prompt_batch(_clips(1))
     with pytest.raises(ValueError, match="rollout engine"):
         generate_reasoning(backbone, batch, 4, engine="vllm")
+
+
+def test_gradient_checkpointing_hook_leaves_the_decode_step_one_graph() -> None:
+    """With gradient checkpointing a forward hook makes the (frozen) embeddings' output require
+    grad. Called under inference_mode it broke the compiled decode step into eager pieces (seen on
+    an H200 with TORCH_LOGS=graph_breaks); it must act only where gradients are recorded."""
+    backbone = _lora_backbone("model.gradient_checkpointing=true")
+    embed = backbone.model.get_input_embeddings()
+    ids = torch.tensor([[1, 2, 3]])
+    assert embed(ids).requires_grad  # training: checkpointed layers get an input that needs grad
+    torch._dynamo.reset()
+    with torch.inference_mode():
+        explained = torch._dynamo.explain(embed)(ids)
+    assert explained.graph_break_count == 0 and explained.graph_count == 1

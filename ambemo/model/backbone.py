@@ -487,7 +487,11 @@ def load_pretrained_dir(
 
 
 def _outputs_require_grad(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
-    output.requires_grad_(True)
+    # Only where gradients are recorded: under inference_mode (rollouts) the call is pointless, and
+    # torch.compile cannot trace requires_grad_, so it broke the compiled decode step into eager
+    # pieces (seen on an H200: no CUDA graph for the embedding and what follows it).
+    if torch.is_grad_enabled():
+        output.requires_grad_(True)
 
 
 def lora_target_regex(family: BackboneFamily, targets: Sequence[str]) -> str:

@@ -28,6 +28,11 @@ a traceback means a bug. ``ambemo --debug COMMAND ...`` shows the traceback in e
 passes to the training command. ``AMBEMO_OVERRIDES="key=value ..."`` in the environment adds
 overrides to every ``ambemo train`` before its own arguments (which win): how ``ambemo sweep`` and
 tests pass fixed settings through a sweep command they must not change.
+
+Plugins (README "Adding a strategy", "Adding a corpus"): ``AMBEMO_PLUGINS=module[,module]``
+names modules that register strategies, corpus readers or backbone families (``ambemo.registry``);
+``AMBEMO_CONFIG_PATH=DIR[:DIR]`` names folders with their ``conf/<group>/*.yaml`` and
+``experiments/*.yaml``. Both reach DDP ranks and sweep agents through the environment.
 """
 
 from __future__ import annotations

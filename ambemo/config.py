@@ -10,9 +10,14 @@ One config system (OmegaConf). A run's config is composed in this order, later w
 3. the experiment file ``experiments/<name>.yaml`` (everything except ``defaults:``);
 4. command-line overrides ``key=value`` or ``--key=value`` (the form a W&B sweep agent passes).
 
+Building blocks and experiments are looked up in the repository's ``conf/`` and ``experiments/``,
+then in each folder of ``AMBEMO_CONFIG_PATH`` (``os.pathsep``-separated) laid out the same way, so
+a plugin adds its own without editing the package (``config_roots``).
+
 Every field carries a docstring (the string under it); ``ambemo train --help`` prints them.
 Unknown keys, wrong types and unknown group options raise ``ConfigError`` naming the key and
-the valid choices.
+the valid choices. The choices of ``strategy.name``, ``data.name`` and ``model.name`` are the
+names registered in ``ambemo.registry`` (``valid_choices``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import ast
 import inspect
 import itertools
 import math
+import os
 import textwrap
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -31,11 +37,14 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ambemo.data.labels import CREMA_D_CLASSES
 from ambemo.errors import AmbemoError
+from ambemo.registry import BACKBONES, REGISTRIES
 
-#: Repository root (holds conf/ and experiments/). Set AMBEMO_HOME to use another tree.
+#: Repository root (holds conf/ and experiments/).
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = PACKAGE_ROOT / "conf"
 EXPERIMENTS_DIR = PACKAGE_ROOT / "experiments"
+#: Further folders (``os.pathsep``-separated), each with ``conf/<group>/*.yaml`` and/or ``experiments/*.yaml``.
+CONFIG_PATH_ENV = "AMBEMO_CONFIG_PATH"
 
 GROUPS = ("data", "model", "strategy", "trainer", "logger")
 
@@ -51,8 +60,9 @@ class DataConfig:
     """Which corpus to read, how to split and batch it."""
 
     name: str = "synthetic"
-    """Corpus reader: ``synthetic`` (the built-in speech corpus, generated on first use), ``manifest``
-    (a JSONL manifest, ``path``), ``iemocap`` (the official release) or ``crema_d`` (a CREMA-D copy)."""
+    """Corpus reader (registered in ``ambemo.registry.CORPORA``): ``synthetic`` (the built-in speech
+    corpus, generated on first use), ``manifest`` (a JSONL manifest, ``path``), ``iemocap`` (the
+    official release), ``crema_d`` (a CREMA-D copy), or a plugin's."""
     root: str = "data/builtin"
     """Folder of the corpus, relative to the working directory: ``synthetic``: where it is generated;
     ``iemocap``: the IEMOCAP_full_release folder; ``crema_d``: the folder with AudioWAV/ and processedResults/."""
@@ -152,8 +162,9 @@ class ModelConfig:
     """The audio-language backbone and what is trained."""
 
     name: str = "tiny"
-    """Backbone: ``tiny`` / ``tiny_omni`` (random-initialised Qwen2-Audio / Qwen2.5-Omni thinker built
-    offline) or ``qwen2_audio`` / ``qwen2_5_omni`` (a local checkpoint, ``path``)."""
+    """Backbone (a family registered in ``ambemo.registry.BACKBONES``): ``tiny`` / ``tiny_omni``
+    (random-initialised Qwen2-Audio / Qwen2.5-Omni thinker built offline) or ``qwen2_audio`` /
+    ``qwen2_5_omni`` (a local checkpoint, ``path``)."""
     path: str | None = None
     """Local directory of a real checkpoint (e.g. Qwen2-Audio-7B-Instruct); required unless a tiny model."""
     finetune: str = "lora"
@@ -198,7 +209,8 @@ class StrategyConfig:
     """The training strategy (one LightningModule each) and its optimisation."""
 
     name: str = "sft"
-    """Strategy: ``sft`` (supervised CoT + KL read-out). DPO and GRPO plug in here."""
+    """Strategy (registered in ``ambemo.registry.STRATEGIES``): ``sft`` (supervised CoT + KL
+    read-out), ``dpo`` (on-policy DPO), ``grpo`` (GRPO, GRPO_z), or a plugin's."""
     use_cot: bool = True
     """Train on and generate the structured reasoning before the answer slot; False answers directly."""
     kl_weight: float = 1.0
@@ -355,23 +367,48 @@ class RunConfig:
 # Composition
 
 
+def config_roots() -> list[Path]:
+    """The folders of ``AMBEMO_CONFIG_PATH``, in order: each may hold ``conf/<group>/<option>.yaml``
+    building blocks and ``experiments/<name>.yaml`` files, found after the repository's own."""
+    return [Path(entry) for entry in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if entry]
+
+
+def conf_dirs() -> list[Path]:
+    """Where building blocks are looked up, first match wins: ``conf/``, then each config root's."""
+    return [CONF_DIR, *(root / "conf" for root in config_roots())]
+
+
+def experiment_dirs() -> list[Path]:
+    """Where experiment files are looked up, first match wins: ``experiments/``, then each config root's."""
+    return [EXPERIMENTS_DIR, *(root / "experiments" for root in config_roots())]
+
+
+def _find(folders: list[Path], relative: str) -> Path | None:
+    """The first ``folder/relative`` that is a file."""
+    return next((folder / relative for folder in folders if (folder / relative).is_file()), None)
+
+
 def group_options(group: str) -> list[str]:
-    """Names of the YAML building blocks of a group (``conf/<group>/*.yaml``)."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    """Names of the YAML building blocks of a group (``conf/<group>/*.yaml`` in every ``conf_dirs``)."""
+    return sorted({p.stem for folder in conf_dirs() for p in (folder / group).glob("*.yaml")})
 
 
 def experiment_names() -> list[str]:
     """Names of the runnable-here experiment files (``experiments/*.yaml``;
-    ``experiments/<folder>/*.yaml`` as ``<folder>/<name>``, e.g. ``headroom/dpo_cot``). Sweep files
-    are not experiments, and the paper's full-scale recipes (``experiments/paper/``, 7B on a GPU)
-    are listed by ``ambemo.paper.recipe_names``."""
-    top = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
-    nested = sorted(
-        p.relative_to(EXPERIMENTS_DIR).with_suffix("").as_posix()
-        for p in EXPERIMENTS_DIR.glob("*/*.yaml")
-        if p.parent.name not in ("sweeps", "paper")
-    )
-    return top + nested
+    ``experiments/<folder>/*.yaml`` as ``<folder>/<name>``, e.g. ``headroom/dpo_cot``), the
+    repository's first, then those of each config root. Sweep files are not experiments, and the
+    paper's full-scale recipes (``experiments/paper/``, 7B on a GPU) are listed by
+    ``ambemo.paper.recipe_names``."""
+    names: list[str] = []
+    for folder in experiment_dirs():
+        top = sorted(p.stem for p in folder.glob("*.yaml"))
+        nested = sorted(
+            p.relative_to(folder).with_suffix("").as_posix()
+            for p in folder.glob("*/*.yaml")
+            if p.parent.name not in ("sweeps", "paper")
+        )
+        names += [name for name in top + nested if name not in names]
+    return names
 
 
 def _read_yaml(path: Path) -> DictConfig:
@@ -391,8 +428,8 @@ def _read_experiment(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     base = cfg.pop("extends", None)
     if base is None:
         return cfg
-    base_path = EXPERIMENTS_DIR / f"{base}.yaml"
-    if not base_path.is_file():
+    base_path = _find(experiment_dirs(), f"{base}.yaml")
+    if base_path is None:
         valid = ", ".join(experiment_names())
         raise ConfigError(f"{path}: extends unknown experiment '{base}'. Valid choices: {valid}")
     if base_path in (*seen, path):
@@ -478,8 +515,8 @@ def compose(experiment: str | None = None, overrides: list[str] | None = None) -
         else:
             dotted.append(item)
     experiment = experiment or RunConfig.experiment
-    exp_path = EXPERIMENTS_DIR / f"{experiment}.yaml"
-    if not exp_path.is_file():
+    exp_path = _find(experiment_dirs(), f"{experiment}.yaml")
+    if exp_path is None:
         raise ConfigError(f"unknown experiment '{experiment}'. Valid choices: {', '.join(experiment_names())}")
     exp_cfg = _read_experiment(exp_path)
     defaults = exp_cfg.pop("defaults", None) or {}
@@ -502,8 +539,8 @@ def compose(experiment: str | None = None, overrides: list[str] | None = None) -
 def apply_group(cfg: DictConfig, group: str, option: str) -> DictConfig:
     """``cfg`` with building block ``conf/<group>/<option>.yaml`` merged into its ``group`` section
     (and the block's ``_run`` keys, if any, into the rest)."""
-    block = CONF_DIR / group / f"{option}.yaml"
-    if not block.is_file():
+    block = _find(conf_dirs(), f"{group}/{option}.yaml")
+    if block is None:
         raise ConfigError(
             f"unknown {group} option '{option}'. Valid choices for {group}: {', '.join(group_options(group))}"
         )
@@ -529,21 +566,16 @@ def apply_overrides(cfg: DictConfig, dotted: list[str]) -> DictConfig:
     return cfg
 
 
-#: The ``model.name`` values that build a random-initialised model offline (ambemo.model.backbone.FAMILIES).
-TINY_MODELS = ("tiny", "tiny_omni")
-
+#: Settings with a fixed set of values; ``valid_choices`` adds the registries' keys.
 _CHOICES = {
-    "data.name": ("synthetic", "manifest", "iemocap", "crema_d"),
     "data.out_of_set_votes": ("renormalise", "drop_utterance"),
     "data.multi_label_votes": ("each", "split"),
     "data.on_bad_labels": ("error", "skip"),
     "data.on_bad_audio": ("error", "skip"),
     "data.max_duration_policy": ("truncate", "skip"),
-    "model.name": ("tiny", "qwen2_audio", "tiny_omni", "qwen2_5_omni"),
     "model.finetune": ("lora", "full"),
     "model.dtype": ("float32", "bfloat16", "float16", "auto"),
     "model.rollout_engine": ("fast", "generate"),
-    "strategy.name": ("sft", "dpo", "grpo"),
     "strategy.curated_reward": ("group_max", "own"),
     "logger.name": ("wandb", "csv"),
     "logger.mode": ("auto", "offline", "online"),
@@ -588,6 +620,13 @@ _AT_MOST: dict[str, tuple[float, bool]] = {
 }
 
 
+def valid_choices() -> dict[str, tuple[str, ...]]:
+    """Every setting with a set of valid values, and those values: ``strategy.name``, ``data.name``
+    and ``model.name`` are what ``ambemo.registry`` holds (importing the built-in entries and the
+    ``AMBEMO_PLUGINS`` modules on first use), the others fixed here."""
+    return {**{key: tuple(registry.choices()) for key, registry in REGISTRIES.items()}, **_CHOICES}
+
+
 def _check_numbers(cfg: DictConfig) -> None:
     """Every number finite, and within the range where the setting means something: a NaN loss
     weight or a negative learning rate would train without a word and give NaN or wrong results."""
@@ -623,12 +662,13 @@ def _numbers(node: Any, prefix: str = "") -> list[tuple[str, float]]:
 
 def _check(cfg: DictConfig) -> None:
     """Cross-field checks that the types alone cannot express."""
-    for key, valid in _CHOICES.items():
+    for key, valid in valid_choices().items():
         value = OmegaConf.select(cfg, key)
         if value not in valid:
             raise ConfigError(f"bad value for '{key}': {value!r}. Valid choices: {', '.join(valid)}")
     _check_numbers(cfg)
-    if cfg.model.name not in TINY_MODELS and not cfg.model.path:
+    # a family's own name loads its checkpoint; its alias (tiny_name) builds the random twin offline
+    if cfg.model.name in BACKBONES.names() and not cfg.model.path:
         raise ConfigError(
             f"model.name={cfg.model.name} loads a local checkpoint: set model.path=/dir/of/the/checkpoint "
             "(no model hub is contacted)"
@@ -730,6 +770,7 @@ def describe(cfg: DictConfig, cls: type = RunConfig, prefix: str = "") -> list[s
     lines: list[str] = []
     docs = field_docs(cls)
     hints = _field_types(cls)
+    choices = valid_choices()
     for f in fields(cls):
         hint = hints[f.name]
         value = cfg[f.name]
@@ -737,7 +778,9 @@ def describe(cfg: DictConfig, cls: type = RunConfig, prefix: str = "") -> list[s
             lines.extend(describe(value, hint, f"{prefix}{f.name}."))
             continue
         shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-        lines.append(f"  {prefix}{f.name} = {shown!r}  # {docs.get(f.name, '')}")
+        valid = choices.get(f"{prefix}{f.name}")
+        listed = f" Choices: {', '.join(valid)}." if valid else ""
+        lines.append(f"  {prefix}{f.name} = {shown!r}  # {docs.get(f.name, '')}{listed}")
     return lines
 
 

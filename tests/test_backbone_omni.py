@@ -13,7 +13,7 @@ import pytest
 import torch
 from test_readout import _clips
 
-from ambemo.config import _CHOICES, TINY_MODELS, compose
+from ambemo.config import compose, valid_choices
 from ambemo.data.labels import CREMA_D_CLASSES
 from ambemo.model.backbone import FAMILIES, QWEN2_5_OMNI_STYLE, count_parameters, load_backbone, model_names
 from ambemo.model.inputs import PromptEncoder
@@ -28,8 +28,9 @@ def omni():
 
 def test_config_names_match_the_registry() -> None:
     names = model_names()
-    assert set(_CHOICES["model.name"]) == set(names)
-    assert set(TINY_MODELS) == {name for name, (_, tiny) in names.items() if tiny}
+    assert valid_choices()["model.name"] == tuple(names)
+    assert {name for name, (_, tiny) in names.items() if tiny} == {"tiny", "tiny_omni"}
+    assert names["tiny_omni"] == ("qwen2_5_omni", True) and names["qwen2_audio"] == ("qwen2_audio", False)
 
 
 def test_tiny_omni_prompt_and_audio_tokens_line_up(omni) -> None:

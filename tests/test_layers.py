@@ -3,7 +3,8 @@
 Layers, lowest first (docs/design.md, "Layers"); a module may import its own layer and the
 layers below it:
 
-    0 compat, errors              other libraries' private APIs; the project's error types
+    0 compat, errors, registry    other libraries' private APIs; the project's error types; the
+                                  extension points (a registry imports its home by name, at first use)
     1 data, metrics               corpora, clips, the DataModule; metric functions and Metrics
     2 config, paper, runs         the run configuration (its schema names data choices); the paper's settings;
                                   the run folder
@@ -29,6 +30,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ambemo"
 LAYERS: dict[str, int] = {
     "ambemo.compat": 0,
     "ambemo.errors": 0,
+    "ambemo.registry": 0,
     "ambemo.data": 1,
     "ambemo.metrics": 1,
     "ambemo.config": 2,

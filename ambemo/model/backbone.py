@@ -1,14 +1,14 @@
 """Loading the audio-language backbone: a small registry of LALM families, one loading path.
 
-Each family is one ``BackboneFamily`` entry in ``FAMILIES``: its transformers class, how to
-build its tiny offline config and its processor, how its chat template frames the audio, which
-modules are its language model (LoRA goes there only) and which special tokens must never be
-generated. ``model.name`` picks a family and a source: the family's ``tiny_name`` (``tiny`` for
-Qwen2-Audio, ``tiny_omni`` for Qwen2.5-Omni's thinker) builds the real class from a small config
-with random weights and the shipped offline tokenizer; its key (``qwen2_audio``,
-``qwen2_5_omni``) loads the same class from a local directory (``model.path``). Everything
-downstream (prompting, read-out, training, generation) sees only a ``Backbone``, so the tiny
-models exercise the real code path. README "Adding a new LALM" lists what an entry needs.
+Each family is one ``BackboneFamily`` registered in ``FAMILIES`` (``ambemo.registry.BACKBONES``):
+its transformers class, how to build its tiny offline config and its processor, how its chat
+template frames the audio, which modules are its language model (LoRA goes there only) and which
+special tokens must never be generated. ``model.name`` picks a family and a source: the family's
+``tiny_name`` (``tiny`` for Qwen2-Audio, ``tiny_omni`` for Qwen2.5-Omni's thinker) builds the real
+class from a small config with random weights and the shipped offline tokenizer; its key
+(``qwen2_audio``, ``qwen2_5_omni``) loads the same class from a local directory (``model.path``).
+Everything downstream (prompting, read-out, training, generation) sees only a ``Backbone``, so the
+tiny models exercise the real code path. README "Adding a new LALM" lists what an entry needs.
 
 Also here: weight dtype and attention kernel, LoRA through peft on the language model only,
 gradient checkpointing that still trains adapters, and the start-up check that every class name
@@ -46,6 +46,7 @@ from ambemo.data.class_map import map_classes
 from ambemo.errors import AmbemoError
 from ambemo.model.prompts import ANSWER_SLOT, QWEN2_AUDIO_STYLE, ChatStyle
 from ambemo.model.tokenizer import load_tiny_tokenizer
+from ambemo.registry import BACKBONES, Registry
 
 SAMPLE_RATE = 16_000
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -380,8 +381,9 @@ def _load_omni_config(path: Path) -> Qwen2_5OmniThinkerConfig:
 # --------------------------------------------------------------------------------------------
 # The registry: ``model.name`` is a key (a local checkpoint) or an entry's ``tiny_name``.
 
-FAMILIES: dict[str, BackboneFamily] = {
-    "qwen2_audio": BackboneFamily(
+FAMILIES: Registry[BackboneFamily] = BACKBONES
+FAMILIES.register("qwen2_audio")(
+    BackboneFamily(
         tiny_name="tiny",
         model_class=Qwen2AudioForConditionalGeneration,
         tiny_config=tiny_model_config,
@@ -389,8 +391,10 @@ FAMILIES: dict[str, BackboneFamily] = {
         load_processor=_load_qwen2_audio_processor,
         language_model=r"model\.language_model\.",
         release_config=qwen2_audio_7b_config,
-    ),
-    "qwen2_5_omni": BackboneFamily(
+    )
+)
+FAMILIES.register("qwen2_5_omni")(
+    BackboneFamily(
         tiny_name="tiny_omni",
         model_class=Qwen2_5OmniThinkerForConditionalGeneration,
         tiny_config=tiny_omni_config,
@@ -404,15 +408,13 @@ FAMILIES: dict[str, BackboneFamily] = {
         load_config=_load_omni_config,
         # the vision tower, and an audio-delimiter embedding the thinker's forward never reads
         unused_modules=("visual", "audio_tower.audio_bos_eos_token"),
-    ),
-}
+    )
+)
 
 
 def model_names() -> dict[str, tuple[str, bool]]:
     """Every valid ``model.name``: ``{name: (family key, is the tiny offline model)}``."""
-    names = {key: (key, False) for key in FAMILIES}
-    names.update({family.tiny_name: (key, True) for key, family in FAMILIES.items()})
-    return names
+    return {choice: (FAMILIES.lookup(choice)[0], choice not in FAMILIES.names()) for choice in FAMILIES.choices()}
 
 
 def resolve_dtype(name: str) -> torch.dtype:
@@ -434,11 +436,8 @@ def _attention(model_cfg: DictConfig) -> str:
 
 def family_of(model_cfg: DictConfig) -> tuple[BackboneFamily, bool]:
     """The family ``model.name`` belongs to, and whether it names the family's tiny model."""
-    names = model_names()
-    if model_cfg.name not in names:
-        raise BackboneError(f"unknown model.name {model_cfg.name!r}. Valid choices: {', '.join(names)}")
-    key, tiny = names[model_cfg.name]
-    return FAMILIES[key], tiny
+    key, family = FAMILIES.lookup(model_cfg.name)
+    return family, model_cfg.name != key
 
 
 def _instantiate(family: BackboneFamily, config: PretrainedConfig, model_cfg: DictConfig) -> torch.nn.Module:

@@ -33,9 +33,11 @@ from ambemo.metrics.functional import js_divergence
 from ambemo.model.readout import LazyLogits, class_logits
 from ambemo.objectives.distribution import readout_kl
 from ambemo.objectives.policy import dpo_loss
+from ambemo.registry import STRATEGIES
 from ambemo.strategies.base import OnPolicyModule, labelled_logprobs
 
 
+@STRATEGIES.register("dpo")
 class DPOModule(OnPolicyModule):
     """Curated reasoning vs the policy's worst rollout, plus the KL read-out and CE terms."""
 

@@ -59,6 +59,7 @@ from ambemo.model.backbone import Backbone
 from ambemo.model.readout import LazyLogits, readout_after
 from ambemo.objectives.policy import group_advantages, grpo_loss
 from ambemo.objectives.rewards import answer_reward, distribution_reward, format_reward
+from ambemo.registry import STRATEGIES
 from ambemo.strategies.base import OnPolicyModule, labelled_logprobs
 
 
@@ -76,6 +77,7 @@ class RolloutBatch:
     """Rollout statistics (rewards) to log once."""
 
 
+@STRATEGIES.register("grpo")
 class GRPOModule(OnPolicyModule):
     """Group-relative policy optimisation on the read-out's distribution reward."""
 

@@ -31,6 +31,7 @@ from ambemo.objectives.distribution import (
     target_token_cross_entropy,
     token_cross_entropy,
 )
+from ambemo.registry import STRATEGIES
 from ambemo.strategies.base import EmotionModule
 
 
@@ -49,6 +50,7 @@ def corrupt_reasoning(batch: dict, rate: float, slot_length: int, ordinary_ids: 
     return torch.where(replace, random_ids, ids)
 
 
+@STRATEGIES.register("sft")
 class SFTModule(EmotionModule):
     """Token CE on the curated reasoning plus lambda * KL at the answer slot."""
 

@@ -48,9 +48,9 @@ from omegaconf import DictConfig
 
 from ambemo.config import compose, parse_overrides
 from ambemo.model.backbone import Backbone, load_backbone, qwen2_audio_7b_config, random_model
+from ambemo.model.generation import generate_sequences
 from ambemo.model.inputs import Clip
 from ambemo.model.prompts import CoT, format_cot
-from ambemo.model.readout import generate_sequences
 from ambemo.strategies import EmotionModule, build_strategy
 from ambemo.throughput import peak_flops, sft_flops
 

@@ -405,8 +405,9 @@ def rollout_equivalence(device: str, dtype: str, new_tokens: int = 24, group: in
     from ambemo.bench import bench_clips
     from ambemo.config import compose
     from ambemo.model.backbone import load_backbone
+    from ambemo.model.generation import generate_sequences
     from ambemo.model.inputs import PromptEncoder
-    from ambemo.model.readout import forward_logits, generate_sequences
+    from ambemo.model.readout import forward_logits
     from ambemo.objectives.distribution import token_cross_entropy
 
     torch.manual_seed(0)

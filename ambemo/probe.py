@@ -49,7 +49,8 @@ def probe_reasoning(
     test split (its first ``limit`` utterances if > 0)."""
     from ambemo.data.datamodule import EmotionDataModule
     from ambemo.inference.loading import load, resolve_model_path
-    from ambemo.model.readout import generate_reasoning, readout_after
+    from ambemo.model.generation import generate_reasoning
+    from ambemo.model.readout import readout_after
     from ambemo.runs import read_config
 
     run_dir = resolve_model_path(run, runs_dir)

@@ -16,8 +16,9 @@ from test_readout import _clips
 from ambemo.config import compose, valid_choices
 from ambemo.data.labels import CREMA_D_CLASSES
 from ambemo.model.backbone import FAMILIES, QWEN2_5_OMNI_STYLE, count_parameters, load_backbone, model_names
+from ambemo.model.generation import generate_reasoning, read_distribution
 from ambemo.model.inputs import PromptEncoder
-from ambemo.model.readout import forward_logits, generate_reasoning, read_distribution, readout_after
+from ambemo.model.readout import forward_logits, readout_after
 
 
 @pytest.fixture(scope="module")

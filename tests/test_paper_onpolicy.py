@@ -14,8 +14,9 @@ from transformers import SuppressTokensLogitsProcessor, TemperatureLogitsWarper
 from ambemo.config import ConfigError, compose
 from ambemo.metrics.functional import js_divergence
 from ambemo.model.backbone import load_backbone
+from ambemo.model.generation import generate_reasoning
 from ambemo.model.prompts import ANSWER_SLOT
-from ambemo.model.readout import LazyLogits, forward_hidden, forward_logits, generate_reasoning
+from ambemo.model.readout import LazyLogits, forward_hidden, forward_logits
 from ambemo.model.rollout import sampling_rules
 from ambemo.objectives.rewards import format_reward
 from ambemo.strategies import build_strategy
@@ -85,7 +86,7 @@ def test_grpo_rollout_cut_before_the_slot_gets_no_format_reward(monkeypatch: pyt
         tails = torch.tensor([t + [pad] * (width - len(t)) for t in tails])
         return torch.cat([rows, tails], dim=1)
 
-    monkeypatch.setattr("ambemo.model.readout.generate_sequences", fake_sequences)
+    monkeypatch.setattr("ambemo.model.generation.generate_sequences", fake_sequences)
     rollouts = module.rollouts(_batch(module))
     # half the sampled members wrote the slot: format reward 0.5 on average, not 1.0
     assert float(rollouts.logs["train/format_reward"]) == pytest.approx(0.5)

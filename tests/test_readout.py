@@ -9,9 +9,11 @@ import torch
 from ambemo.config import compose
 from ambemo.data.labels import CREMA_D_CLASSES
 from ambemo.model.backbone import BackboneError, class_token_ids, count_parameters, load_backbone
+from ambemo.model.generation import cut_at_slot, read_distribution
 from ambemo.model.inputs import Clip, PromptEncoder
 from ambemo.model.prompts import ANSWER_SLOT, CoT, format_cot, parse_cot
-from ambemo.model.readout import StopAfterSlot, cut_at_slot, forward_logits, read_distribution
+from ambemo.model.readout import forward_logits
+from ambemo.model.rollout import StopAfterSlot
 from ambemo.objectives.distribution import readout_kl
 
 COT = format_cot(CoT("loud, fast", "A plain statement about time.", "The voice is loud and fast.", "Mostly anger."))

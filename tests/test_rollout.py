@@ -11,8 +11,9 @@ from test_readout import _clips
 from ambemo.config import compose
 from ambemo.data.labels import CREMA_D_CLASSES
 from ambemo.model.backbone import Backbone, load_backbone
+from ambemo.model.generation import generate_reasoning
 from ambemo.model.inputs import PromptEncoder
-from ambemo.model.readout import forward_logits, generate_reasoning
+from ambemo.model.readout import forward_logits
 from ambemo.model.rollout import engine_for
 from ambemo.objectives.distribution import token_cross_entropy
 

@@ -29,7 +29,7 @@ import torch
 
 from ambemo.inference.device import autocast, to_device
 from ambemo.metrics.functional import entropy
-from ambemo.model.readout import Reading
+from ambemo.model.generation import Reading
 
 AMBIGUITY_FILE = "ambiguity.json"
 #: Votes are split when the most-voted class has at most this share.

@@ -47,8 +47,8 @@ from ambemo.errors import AmbemoError, OutputPathError
 from ambemo.inference.ambiguity import normalised_entropy
 from ambemo.inference.device import autocast, to_device
 from ambemo.model.backbone import Backbone
+from ambemo.model.generation import Reading, read_distribution
 from ambemo.model.inputs import Clip, PromptEncoder
-from ambemo.model.readout import Reading, read_distribution
 
 #: Files a folder argument contributes (what soundfile decodes).
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")

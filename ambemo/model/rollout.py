@@ -36,6 +36,7 @@ import torch
 from transformers import (
     LogitsProcessorList,
     StaticCache,
+    StoppingCriteria,
     SuppressTokensLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
@@ -43,12 +44,28 @@ from transformers import (
 )
 
 from ambemo.compat import generate_sampling_rules
-from ambemo.model.readout import StopAfterSlot, unwrap
+from ambemo.model.readout import unwrap
 
 ENGINES = ("fast", "generate")
 CUDA_CACHE_BUCKET = 256
 """On CUDA the static cache length is rounded up to a multiple of this, so batches with
 slightly different prompt lengths reuse one captured decode graph instead of recompiling."""
+
+
+class StopAfterSlot(StoppingCriteria):
+    """Stops each row once its newly generated tokens end with the answer slot's token ids (both
+    engines: the fast one here and plain ``generate`` in ``ambemo.model.generation``)."""
+
+    def __init__(self, slot_ids: Sequence[int], prompt_length: int) -> None:
+        self.slot = torch.tensor(list(slot_ids))
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        k = len(self.slot)
+        new = input_ids[:, self.prompt_length :]
+        if new.shape[1] < k:
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return (new[:, -k:] == self.slot.to(input_ids.device)).all(-1)
 
 
 def _mergeable_lora_layers(model: torch.nn.Module) -> list[torch.nn.Module]:

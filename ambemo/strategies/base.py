@@ -24,18 +24,9 @@ from omegaconf import DictConfig
 from ambemo.cot.budget import generation_budget_report
 from ambemo.metrics.metrics import DistributionMetrics
 from ambemo.model.backbone import Backbone
+from ambemo.model.generation import Reading, Reasoning, generate_reasoning, read_distribution, repeat_rows
 from ambemo.model.inputs import PromptEncoder, assemble, left_padded
-from ambemo.model.readout import (
-    AUDIO_KEYS,
-    LazyLogits,
-    Reading,
-    Reasoning,
-    class_logits,
-    generate_reasoning,
-    read_distribution,
-    readout_after,
-    repeat_rows,
-)
+from ambemo.model.readout import AUDIO_KEYS, LazyLogits, class_logits, readout_after
 from ambemo.objectives.policy import label_logprobs
 
 Read = TypeVar("Read")

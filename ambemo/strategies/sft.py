@@ -16,15 +16,8 @@ import functools
 
 import torch
 
-from ambemo.model.readout import (
-    class_logits,
-    forward_hidden,
-    forward_logits,
-    gather_rows,
-    generate_reasoning,
-    output_head,
-    readout_after,
-)
+from ambemo.model.generation import generate_reasoning
+from ambemo.model.readout import class_logits, forward_hidden, forward_logits, gather_rows, output_head, readout_after
 from ambemo.objectives.distribution import (
     majority_cross_entropy,
     readout_kl,

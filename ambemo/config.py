@@ -28,6 +28,7 @@ import itertools
 import math
 import os
 import textwrap
+import warnings
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -286,13 +287,14 @@ class TrainerConfig:
     accelerator: str = "auto"
     """``cpu``, ``gpu`` or ``auto``."""
     devices: Any = 1
-    """Devices per node (or ``auto``); with several, ``strategy=ddp`` runs one process each."""
+    """Devices per node (or ``auto``); with several, ``distributed=ddp`` runs one process each."""
     num_nodes: int = 1
     """Number of nodes (multi-node DDP: launch one ``ambemo train`` per node with torchrun or srun,
     see conf/trainer/ddp.yaml)."""
-    strategy: str = "auto"
-    """Lightning strategy: ``auto`` or ``ddp`` (``ddp_spawn`` is refused: its processes cannot hand
-    the test predictions back to the one that writes the run folder)."""
+    distributed: str = "auto"
+    """Lightning's ``strategy`` argument, how processes share the work: ``auto`` or ``ddp``
+    (``ddp_spawn`` is refused: its processes cannot hand the test predictions back to the one that
+    writes the run folder). Formerly ``trainer.strategy``, a name that read as the training method."""
     precision: str = "32-true"
     """Lightning precision: ``32-true``, ``bf16-mixed``, ``bf16-true`` ..."""
     max_epochs: int = 20
@@ -439,7 +441,9 @@ def _read_experiment(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
 
 
 def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
-    """Merge ``update`` into the typed ``base``, turning OmegaConf's errors into ones that name the key."""
+    """Merge ``update`` into the typed ``base``, turning OmegaConf's errors into ones that name the key
+    (old names of renamed keys are read as the new ones, see ``RENAMED_KEYS``)."""
+    update = renamed_keys(update, source)
     try:
         return OmegaConf.merge(base, update)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
@@ -566,6 +570,40 @@ def apply_overrides(cfg: DictConfig, dotted: list[str]) -> DictConfig:
     return cfg
 
 
+#: Renamed settings, old dotted key -> new one. An old key in a building block, an experiment, an
+#: override or a saved run's config.yaml is still read, for one release, as its new name, with a
+#: warning; then its entry goes. ``trainer.strategy`` (Lightning's distributed setting) read as
+#: the training method, which is ``strategy``.
+RENAMED_KEYS: dict[str, str] = {"trainer.strategy": "trainer.distributed"}
+_ABSENT = object()
+
+
+def renamed_keys(update: Any, source: str) -> Any:
+    """``update`` (a mapping about to be merged into a run config) with each old key of
+    ``RENAMED_KEYS`` moved to its new name, with a ``FutureWarning`` naming the new key: Python's
+    deprecation category meant for users of a program (``DeprecationWarning`` is hidden outside
+    ``__main__``). Setting both names in one place is an error, since neither would be clearly meant."""
+    if not isinstance(update, (dict, DictConfig)):
+        return update
+    update = OmegaConf.create(update) if isinstance(update, dict) else update
+    for old, new in RENAMED_KEYS.items():
+        parent_key, _, leaf = old.rpartition(".")
+        parent = OmegaConf.select(update, parent_key) if parent_key else update
+        if not isinstance(parent, DictConfig) or leaf not in parent:
+            continue
+        if OmegaConf.select(update, new, default=_ABSENT) is not _ABSENT:
+            raise ConfigError(
+                f"{source}: sets both '{old}' and '{new}'; '{old}' is the old name of '{new}': keep '{new}'"
+            )
+        warnings.warn(
+            f"{source}: '{old}' is deprecated, renamed '{new}' (the old name is read until the next release)",
+            FutureWarning,
+            stacklevel=3,
+        )
+        OmegaConf.update(update, new, parent.pop(leaf), force_add=True)
+    return update
+
+
 #: Settings with a fixed set of values; ``valid_choices`` adds the registries' keys.
 _CHOICES = {
     "data.out_of_set_votes": ("renormalise", "drop_utterance"),
@@ -679,10 +717,10 @@ def _check(cfg: DictConfig) -> None:
     for key in ("data.batch_size", "data.eval_batch_size", "strategy.max_new_tokens"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"'{key}' must be >= 1")
-    if cfg.trainer.strategy.startswith(("ddp_spawn", "ddp_notebook", "ddp_fork")):
+    if cfg.trainer.distributed.startswith(("ddp_spawn", "ddp_notebook", "ddp_fork")):
         raise ConfigError(
-            f"trainer.strategy={cfg.trainer.strategy}: use trainer.strategy=ddp (trainer=ddp). Spawned processes "
-            "cannot hand the test predictions back to the process that writes the run folder"
+            f"trainer.distributed={cfg.trainer.distributed}: use trainer.distributed=ddp (trainer=ddp). Spawned "
+            "processes cannot hand the test predictions back to the process that writes the run folder"
         )
     if cfg.trainer.checkpoint_every_n_steps < 0:
         raise ConfigError("'trainer.checkpoint_every_n_steps' must be >= 0")

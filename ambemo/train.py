@@ -194,7 +194,7 @@ def resolve_init(cfg: DictConfig) -> Path | None:
     shared = ("data", "out_dir", "seed", "logger") if dependency.data.name == cfg.data.name else ("out_dir", "seed")
     for key in shared:
         dependency[key] = cfg[key]
-    for key in ("accelerator", "devices", "num_nodes", "strategy", "precision", "torch_threads"):
+    for key in ("accelerator", "devices", "num_nodes", "distributed", "precision", "torch_threads"):
         dependency.trainer[key] = cfg.trainer[key]
     outer = os.environ.pop(RUN_DIR_ENV, None)
     try:
@@ -342,7 +342,7 @@ def run(cfg: DictConfig, run_dir: Path, resume: Path | None, init: Path | None, 
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
-        strategy=t.strategy,
+        strategy=t.distributed,
         precision=t.precision,
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import fields, is_dataclass
+from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from ambemo.cli import main
 from ambemo.config import (
+    CONFIG_PATH_ENV,
     ConfigError,
     RunConfig,
     _field_types,
@@ -16,6 +19,7 @@ from ambemo.config import (
     field_docs,
     parse_overrides,
 )
+from ambemo.runs import read_config
 
 
 def test_every_experiment_composes() -> None:
@@ -122,3 +126,37 @@ def test_cli_help_and_print_config(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_config_error_is_clean(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "experiment=sft", "strategy.nope=1"]) == 2
     assert "config error" in capsys.readouterr().err
+
+
+def test_renamed_trainer_strategy_is_read_as_trainer_distributed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the command line (both override forms), an experiment file and a building block
+    for argv in (["trainer.strategy=ddp"], ["--trainer.strategy", "ddp"]):
+        with pytest.warns(FutureWarning, match=r"'trainer\.strategy' is deprecated, renamed 'trainer\.distributed'"):
+            cfg = compose("sft", parse_overrides(argv))
+        assert cfg.trainer.distributed == "ddp" and "strategy" not in cfg.trainer
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "old_ddp.yaml").write_text("extends: sft\ntrainer:\n  strategy: ddp\n")
+    (tmp_path / "conf" / "trainer").mkdir(parents=True)
+    (tmp_path / "conf" / "trainer" / "old_block.yaml").write_text("accelerator: cpu\nstrategy: ddp\n")
+    monkeypatch.setenv(CONFIG_PATH_ENV, str(tmp_path))
+    with pytest.warns(FutureWarning, match=r"old_ddp\.yaml: 'trainer\.strategy'"):
+        assert compose("old_ddp", []).trainer.distributed == "ddp"
+    with pytest.warns(FutureWarning, match=r"old_block\.yaml: 'trainer\.strategy'"):
+        assert compose("sft", ["trainer=old_block"]).trainer.distributed == "ddp"
+    # the old key's checks name the new one; both names at once is refused
+    with pytest.raises(ConfigError, match=r"use trainer\.distributed=ddp"), pytest.warns(FutureWarning):
+        compose("sft", ["trainer.strategy=ddp_spawn"])
+    with pytest.raises(ConfigError, match=r"sets both 'trainer\.strategy' and 'trainer\.distributed'"):
+        compose("sft", ["trainer.strategy=ddp", "trainer.distributed=auto"])
+
+
+def test_a_run_saved_with_trainer_strategy_reads_back(tmp_path: Path) -> None:
+    saved = OmegaConf.to_container(compose("sft", []))
+    del saved["trainer"]["distributed"]
+    saved["trainer"]["strategy"] = "ddp"  # as a run of the previous release saved it
+    OmegaConf.save(saved, tmp_path / "config.yaml")
+    with pytest.warns(FutureWarning, match=r"config\.yaml: 'trainer\.strategy' is deprecated"):
+        cfg = read_config(tmp_path)
+    assert cfg.trainer.distributed == "ddp" and "strategy" not in cfg.trainer

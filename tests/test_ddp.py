@@ -41,8 +41,8 @@ def test_shards_cover_each_clip_once_in_evaluation_and_evenly_in_training() -> N
 
 
 def test_ddp_spawn_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"use trainer\.strategy=ddp"):
-        compose("sft", ["trainer.strategy=ddp_spawn"])
+    with pytest.raises(ConfigError, match=r"use trainer\.distributed=ddp"):
+        compose("sft", ["trainer.distributed=ddp_spawn"])
 
 
 def test_two_process_dpo_run_matches_one_process_evaluation(fast_overrides: list[str], tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from ambemo.config import compose
 from ambemo.data.corpus import load_corpus
-from ambemo.data.report import CorpusError
+from ambemo.data.skips import CorpusError
 
 
 def write_manifest(root: Path, n: int = 6, rate: int = 22050, seconds: float = 1.0) -> Path:

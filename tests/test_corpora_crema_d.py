@@ -13,7 +13,7 @@ import soundfile as sf
 from ambemo.config import compose
 from ambemo.data.corpus import load_corpus
 from ambemo.data.crema_d import read_crema_d
-from ambemo.data.report import CorpusError, DataReport
+from ambemo.data.skips import CorpusError, SkipReport
 from ambemo.data.synthetic import SENTENCES
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "crema-d"
@@ -58,7 +58,7 @@ def _entropy(rows: list) -> float:
 
 
 def test_real_table(tmp_path: Path) -> None:
-    report = DataReport()
+    report = SkipReport()
     rows = read_crema_d(_copy(tmp_path), report=report)
     assert len(rows) == 7442 and len({r.speaker for r in rows}) == 91
     assert report.counts == {"vote rows of other modalities (not read)": 2 * 7442} and not report.skips
@@ -80,12 +80,12 @@ def test_real_table(tmp_path: Path) -> None:
 
 
 def test_class_subset(tmp_path: Path) -> None:
-    report = DataReport()
+    report = SkipReport()
     rows = read_crema_d(_copy(tmp_path), ["anger", "neutral"], report=report)
     assert all(sum(r.distribution) == pytest.approx(1) for r in rows)
     assert report.by_reason() == {"policy: no vote in the class set": 7442 - len(rows)}
     assert report.counts["out-of-set votes dropped: fear"] > 0
-    strict = DataReport()
+    strict = SkipReport()
     kept = read_crema_d(_copy(tmp_path / "b"), ["anger", "neutral"], out_of_set="drop_utterance", report=strict)
     assert len(kept) < len(rows) and strict.by_reason()["policy: out-of-set votes (drop_utterance)"] > 0
     with pytest.raises(CorpusError, match=r"no votes for class\(es\) \['frustration'\]"):
@@ -158,7 +158,7 @@ def test_bad_rows_name_their_line(tmp_path: Path) -> None:
     for line, key in enumerate(bad, start=3):
         assert f"{table} line {line}: {reasons[key]}" in msg, key
     assert "count for 'anger' is -1.0" in msg and "count for 'disgust' is 'NA'" in msg
-    report = DataReport(on_bad_labels="skip")
+    report = SkipReport(on_bad_labels="skip")
     assert [r.id for r in read_crema_d(root, report=report)] == ["1001_IEO_NEU_XX"]
     assert sorted(s.reason for s in report.skips) == sorted(reasons.values())
 

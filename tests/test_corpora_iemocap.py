@@ -14,7 +14,7 @@ from ambemo.config import compose
 from ambemo.data.corpus import load_corpus
 from ambemo.data.iemocap import read_iemocap
 from ambemo.data.labels import IEMOCAP_CLASSES
-from ambemo.data.report import CorpusError, DataReport
+from ambemo.data.skips import CorpusError, SkipReport
 
 HEADER = "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]\n\n"
 # Session 1 holds the interesting cases: {dialog: {utterance suffix: (consensus, [C-E judgements])}}
@@ -90,7 +90,7 @@ def _by_id(rows: list) -> dict:
 
 
 def test_votes_transcripts_and_counts(release: Path) -> None:
-    report = DataReport()
+    report = SkipReport()
     rows = _by_id(read_iemocap(release, IEMOCAP_CLASSES, report=report))  # anger, happiness, sadness, neutral
     assert rows["Ses01F_impro01_F000"].distribution == (0, 0, 0, 1)
     assert rows["Ses01F_impro01_M000"].distribution == (1, 0, 0, 0)  # frustration votes dropped
@@ -110,14 +110,14 @@ def test_votes_transcripts_and_counts(release: Path) -> None:
 def test_multi_label_split_and_drop_utterance(release: Path) -> None:
     rows = _by_id(read_iemocap(release, IEMOCAP_CLASSES, multi_label="split"))
     assert rows["Ses01F_impro01_F001"].distribution == pytest.approx((0, 2 / 3, 0, 1 / 3))
-    report = DataReport()
+    report = SkipReport()
     rows = _by_id(read_iemocap(release, IEMOCAP_CLASSES, out_of_set="drop_utterance", report=report))
     assert "Ses01F_impro01_M000" not in rows and "Ses01F_script01_1_M000" not in rows
     assert report.by_reason() == {"policy: out-of-set votes (drop_utterance)": 3}
 
 
 def test_consensus_filter_and_excited_class(release: Path) -> None:
-    report = DataReport()
+    report = SkipReport()
     rows = _by_id(read_iemocap(release, IEMOCAP_CLASSES, consensus_in_classes=True, report=report))
     assert "Ses01F_impro01_M000" not in rows and "Ses01F_impro01_M001" not in rows  # fru, xxx
     assert report.by_reason() == {"policy: consensus label not in the class set": 2}
@@ -166,7 +166,7 @@ def test_bad_label_lines(release: Path, old: str, new: str, line: int, reason: s
     with pytest.raises(CorpusError, match=reason) as err:
         read_iemocap(release, IEMOCAP_CLASSES)
     assert f"{path} line {line}" in str(err.value) and "data.on_bad_labels=skip" in str(err.value)
-    report = DataReport(on_bad_labels="skip")
+    report = SkipReport(on_bad_labels="skip")
     rows = read_iemocap(release, IEMOCAP_CLASSES, report=report)
     assert len(rows) == 24 and [s.reason for s in report.skips if s.kind == "labels"] == [reason]
 

@@ -36,7 +36,7 @@ from datasets import Dataset, Features, List, Value, load_from_disk
 from ambemo.data.atomic import build_folder, remove_stale_builds
 from ambemo.data.audio import AudioProblem, decode
 from ambemo.data.manifest import Utterance
-from ambemo.data.report import CorpusError, Skip
+from ambemo.data.skips import CorpusError, Skip
 
 #: Bump when what a table holds changes, so old tables are rebuilt.
 FORMAT_VERSION = 1

@@ -25,7 +25,7 @@ from ambemo.data.cache import AudioCache, open_audio_cache
 from ambemo.data.crema_d import read_crema_d
 from ambemo.data.iemocap import read_iemocap
 from ambemo.data.manifest import Utterance, read_manifest
-from ambemo.data.report import CorpusError, DataReport
+from ambemo.data.skips import CorpusError, SkipReport
 from ambemo.data.synthetic import generate_corpus
 from ambemo.registry import CORPORA
 
@@ -39,7 +39,7 @@ def corpus_folder(cfg: DictConfig) -> Path:
 class CorpusReader:
     """How one corpus (a ``data.name``) is found and read; registered in ``ambemo.registry.CORPORA``."""
 
-    read: Callable[[Path, DictConfig, DataReport], list[Utterance]]
+    read: Callable[[Path, DictConfig, SkipReport], list[Utterance]]
     """``(source, data config, report)`` -> every utterance (labels, audio paths, splits) of every
     split; a bad label goes to ``report`` (``report.skip``), which stops or skips it as configured."""
     source: Callable[[DictConfig], Path] = corpus_folder
@@ -67,7 +67,7 @@ class Corpus:
     classes: list[str]
     rows: list[Utterance]
     audio: AudioCache
-    report: DataReport
+    report: SkipReport
 
     def split(self, name: str) -> list[Utterance]:
         return [r for r in self.rows if r.split == name]
@@ -86,7 +86,7 @@ def cache_dir(cfg: DictConfig) -> Path:
     return (source.parent if source.is_file() else source) / ".ambemo-cache"
 
 
-def read_labels(cfg: DictConfig, report: DataReport) -> list[Utterance]:
+def read_labels(cfg: DictConfig, report: SkipReport) -> list[Utterance]:
     """The configured reader's utterances (labels, audio paths, splits); bad labels go to ``report``."""
     return reader(cfg).read(label_source(cfg), cfg, report)
 
@@ -96,7 +96,7 @@ def load_corpus(cfg: DictConfig, sample_rate: int = TARGET_RATE) -> Corpus:
     prepare = reader(cfg).prepare
     if prepare is not None:
         prepare(cfg)
-    report = DataReport(on_bad_labels=cfg.on_bad_labels, on_bad_audio=cfg.on_bad_audio)
+    report = SkipReport(on_bad_labels=cfg.on_bad_labels, on_bad_audio=cfg.on_bad_audio)
     rows = read_labels(cfg, report)
     audio = open_audio_cache(cfg.name, rows, cache_dir(cfg), sample_rate, cfg.max_seconds, cfg.max_duration_policy)
     report.skips.extend(audio.skips)
@@ -112,7 +112,7 @@ def load_corpus(cfg: DictConfig, sample_rate: int = TARGET_RATE) -> Corpus:
 # The built-in readers
 
 
-def _read_manifest(source: Path, cfg: DictConfig, report: DataReport) -> list[Utterance]:
+def _read_manifest(source: Path, cfg: DictConfig, report: SkipReport) -> list[Utterance]:
     return read_manifest(source, list(cfg.classes), report, cfg.seed, cfg.val_fraction, cfg.test_fraction)
 
 
@@ -127,7 +127,7 @@ def _generate_synthetic(cfg: DictConfig) -> None:
     generate_corpus(cfg.root, seed=cfg.seed, max_seconds=cfg.max_seconds, **sizes)
 
 
-def _read_iemocap(source: Path, cfg: DictConfig, report: DataReport) -> list[Utterance]:
+def _read_iemocap(source: Path, cfg: DictConfig, report: SkipReport) -> list[Utterance]:
     return read_iemocap(
         source,
         list(cfg.classes),
@@ -141,7 +141,7 @@ def _read_iemocap(source: Path, cfg: DictConfig, report: DataReport) -> list[Utt
     )
 
 
-def _read_crema_d(source: Path, cfg: DictConfig, report: DataReport) -> list[Utterance]:
+def _read_crema_d(source: Path, cfg: DictConfig, report: SkipReport) -> list[Utterance]:
     classes = list(cfg.classes)
     return read_crema_d(source, classes, cfg.out_of_set_votes, cfg.val_fraction, cfg.test_fraction, cfg.seed, report)
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ambemo.data.labels import CREMA_D_CLASSES
 from ambemo.data.manifest import OUT_OF_SET, Utterance, checked_distribution, restrict_votes
-from ambemo.data.report import CorpusError, DataReport
+from ambemo.data.skips import CorpusError, SkipReport
 from ambemo.data.splits import assign_splits
 from ambemo.data.synthetic import SENTENCES
 
@@ -57,11 +57,11 @@ def read_crema_d(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 0,
-    report: DataReport | None = None,
+    report: SkipReport | None = None,
 ) -> list[Utterance]:
     """Every usable voice-only clip of the copy under ``root``, with actor-disjoint splits."""
     root = Path(root).absolute()
-    report = report if report is not None else DataReport()
+    report = report if report is not None else SkipReport()
     if out_of_set not in OUT_OF_SET:
         raise ValueError(f"out_of_set must be one of {OUT_OF_SET}, got {out_of_set!r}")
     unknown = [c for c in classes if c not in CREMA_D_CLASSES]
@@ -102,7 +102,7 @@ def _row(
     root: Path,
     where: str,
     seen: set[str],
-    report: DataReport,
+    report: SkipReport,
 ) -> Utterance | None:
     """One table row as an utterance; None for other modalities and (after reporting) bad rows."""
     if not any(c.strip() for c in cells):

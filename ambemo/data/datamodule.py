@@ -31,7 +31,7 @@ from ambemo.data.cache import AudioCache
 from ambemo.data.clip import Clip, ClipEncoder
 from ambemo.data.corpus import Corpus, load_corpus
 from ambemo.data.manifest import SPLITS, Utterance
-from ambemo.data.report import CorpusError
+from ambemo.data.skips import CorpusError
 
 
 def with_curated_cot(rows: list[Utterance], store: str | Path) -> list[Utterance]:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ambemo.data.manifest import OUT_OF_SET, Utterance, restrict_votes
-from ambemo.data.report import CorpusError, DataReport
+from ambemo.data.skips import CorpusError, SkipReport
 from ambemo.data.splits import assign_splits
 
 SESSIONS = 5
@@ -92,7 +92,7 @@ def _read_text(path: Path) -> list[str]:
         raise CorpusError(f"{path}: cannot read: {err}") from None
 
 
-def parse_evaluation(path: Path, report: DataReport) -> list[_Block]:
+def parse_evaluation(path: Path, report: SkipReport) -> list[_Block]:
     """The utterance blocks of one ``EmoEvaluation/<dialog>.txt``; bad lines go to ``report``.
 
     A block with a bad line is marked ``bad`` (its utterance is then skipped); judgements after
@@ -183,11 +183,11 @@ def read_iemocap(
     consensus_in_classes: bool = False,
     val_fraction: float = 0.1,
     seed: int = 0,
-    report: DataReport | None = None,
+    report: SkipReport | None = None,
 ) -> list[Utterance]:
     """Every usable utterance of the release under ``root``, split for leave-one-session-out fold ``fold``."""
     root = Path(root).absolute()
-    report = report if report is not None else DataReport()
+    report = report if report is not None else SkipReport()
     if out_of_set not in OUT_OF_SET or multi_label not in MULTI_LABEL:
         raise ValueError(f"out_of_set must be in {OUT_OF_SET} and multi_label in {MULTI_LABEL}")
     known = set(CATEGORIES.values())
@@ -242,7 +242,7 @@ def _distribution(
     multi_label: str,
     merge_excited: bool,
     consensus_in_classes: bool,
-    report: DataReport,
+    report: SkipReport,
 ) -> tuple[float, ...] | None:
     """The block's distribution over ``classes``, or None after recording why it has none."""
     if block.bad:

@@ -30,7 +30,7 @@ from pathlib import Path
 from ambemo.data.jsonl import json_lines
 from ambemo.data.jsonl import where as line_where
 from ambemo.data.labels import votes_to_distribution
-from ambemo.data.report import CorpusError, DataReport
+from ambemo.data.skips import CorpusError, SkipReport
 from ambemo.data.splits import assign_splits
 
 SPLITS = ("train", "val", "test")
@@ -60,7 +60,7 @@ class Utterance:
 
 
 def checked_distribution(
-    labels: object, classes: Sequence[str], where: str, report: DataReport
+    labels: object, classes: Sequence[str], where: str, report: SkipReport
 ) -> tuple[float, ...] | None:
     """``labels`` ({class: count or prob}) as a distribution in ``classes`` order, or None after
     recording why it cannot be one (unknown class, zero votes, negative/NaN/non-numeric count)."""
@@ -77,7 +77,7 @@ def checked_distribution(
 
 
 def restrict_votes(
-    votes: Mapping[str, float], classes: Sequence[str], policy: str, where: str, report: DataReport
+    votes: Mapping[str, float], classes: Sequence[str], policy: str, where: str, report: SkipReport
 ) -> tuple[float, ...] | None:
     """Votes (already validated) as a distribution over ``classes``, applying ``data.out_of_set_votes``.
 
@@ -115,7 +115,7 @@ def _lines(path: Path) -> list[str]:
         raise ManifestError(f"{path}: cannot read the manifest: {err}") from None
 
 
-def _object(raw: str, where: str, report: DataReport) -> dict | None:
+def _object(raw: str, where: str, report: SkipReport) -> dict | None:
     try:
         item = json.loads(raw)
     except json.JSONDecodeError as err:
@@ -147,7 +147,7 @@ def manifest_classes(path: str | Path) -> list[str]:
 def read_manifest(
     path: str | Path,
     classes: Sequence[str],
-    report: DataReport | None = None,
+    report: SkipReport | None = None,
     seed: int = 0,
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
@@ -158,7 +158,7 @@ def read_manifest(
     given); lines without ``split`` get a seeded speaker-disjoint one.
     """
     path = Path(path)
-    report = report if report is not None else DataReport()
+    report = report if report is not None else SkipReport()
     rows: list[Utterance] = []
     seen: set[str] = set()
     for number, raw in enumerate(_lines(path), start=1):

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from ambemo.data.corpus import CorpusReader
 from ambemo.data.manifest import Utterance, read_manifest
-from ambemo.data.report import DataReport
+from ambemo.data.skips import SkipReport
 from ambemo.registry import CORPORA, STRATEGIES
 from ambemo.strategies.sft import SFTModule
 
@@ -38,7 +38,7 @@ class ToySFTModule(SFTModule):
         return loss
 
 
-def read_toy_subset(source: Path, cfg: DictConfig, report: DataReport) -> list[Utterance]:
+def read_toy_subset(source: Path, cfg: DictConfig, report: SkipReport) -> list[Utterance]:
     """Every other utterance of a manifest, renamed ``toy-<id>``."""
     rows = read_manifest(source, list(cfg.classes), report, cfg.seed, cfg.val_fraction, cfg.test_fraction)
     return [replace(row, id=TOY_PREFIX + row.id) for row in rows[::2]]

@@ -47,7 +47,8 @@ import torch
 from omegaconf import DictConfig
 
 from ambemo.config import compose, parse_overrides
-from ambemo.model.backbone import Backbone, load_backbone, qwen2_audio_7b_config, random_model
+from ambemo.model.backbone import Backbone, load_backbone, random_model
+from ambemo.model.families.qwen2_audio import qwen2_audio_7b_config
 from ambemo.model.generation import generate_sequences
 from ambemo.model.inputs import Clip
 from ambemo.model.prompts import CoT, format_cot

@@ -9,7 +9,7 @@ and the config's valid choices (``strategy.name``, ``data.name``, ``model.name``
 list them and ``ambemo train --help`` all read the registries: there is no second list.
 
 A registry fills itself on first use by importing its *home*, the module whose import registers the
-built-in entries (``ambemo.strategies``, ``ambemo.data.corpus``, ``ambemo.model.backbone``). The
+built-in entries (``ambemo.strategies``, ``ambemo.data.corpus``, ``ambemo.model.families``). The
 home is named by a string, not imported here, so this module stays at the bottom layer and the
 config reads choices without importing torch until they are needed.
 
@@ -124,7 +124,7 @@ CORPORA: Registry[Any] = Registry("corpus reader", "data.name", home="ambemo.dat
 """``data.name`` -> an ``ambemo.data.corpus.CorpusReader``."""
 
 BACKBONES: Registry[Any] = Registry(
-    "backbone family", "model.name", home="ambemo.model.backbone", aliases=lambda family: (family.tiny_name,)
+    "backbone family", "model.name", home="ambemo.model.families", aliases=lambda family: (family.tiny_name,)
 )
 """Family key -> an ``ambemo.model.backbone.BackboneFamily``. ``model.name`` is a family's key (its
 checkpoint, from ``model.path``) or its alias, the ``tiny_name`` of its random-initialised twin."""

@@ -15,7 +15,8 @@ from test_readout import _clips
 
 from ambemo.config import compose, valid_choices
 from ambemo.data.labels import CREMA_D_CLASSES
-from ambemo.model.backbone import FAMILIES, QWEN2_5_OMNI_STYLE, count_parameters, load_backbone, model_names
+from ambemo.model.backbone import FAMILIES, count_parameters, load_backbone, model_names
+from ambemo.model.families.qwen2_5_omni import QWEN2_5_OMNI_STYLE
 from ambemo.model.generation import generate_reasoning, read_distribution
 from ambemo.model.inputs import PromptEncoder
 from ambemo.model.readout import forward_logits, readout_after

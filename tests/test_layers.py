@@ -8,7 +8,7 @@ layers below it:
     1 data, metrics               corpora, clips, the DataModule; metric functions and Metrics
     2 config, paper, runs         the run configuration (its schema names data choices); the paper's settings;
                                   the run folder
-    3 model                       backbone, prompts, inputs, read-out, rollouts
+    3 model                       backbone, families, prompts, inputs, read-out, generation, rollouts
     4 objectives, cot             pure training objectives; reasoning curation
     5 strategies                  one LightningModule per training method
     6 resume, logging_wandb, plots, paired, throughput   (paired statistics of runs; throughput logging)

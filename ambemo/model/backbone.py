@@ -1,7 +1,8 @@
-"""Loading the audio-language backbone: a small registry of LALM families, one loading path.
+"""Loading the audio-language backbone: what every LALM family shares, one loading path.
 
-Each family is one ``BackboneFamily`` registered in ``FAMILIES`` (``ambemo.registry.BACKBONES``):
-its transformers class, how to build its tiny offline config and its processor, how its chat
+Each family is one ``BackboneFamily`` registered in ``FAMILIES`` (``ambemo.registry.BACKBONES``)
+by its own module in ``ambemo.model.families`` (``qwen2_audio``, ``qwen2_5_omni``): its
+transformers class, how to build its tiny offline config and its processor, how its chat
 template frames the audio, which modules are its language model (LoRA goes there only) and which
 special tokens must never be generated. ``model.name`` picks a family and a source: the family's
 ``tiny_name`` (``tiny`` for Qwen2-Audio, ``tiny_omni`` for Qwen2.5-Omni's thinker) builds the real
@@ -10,15 +11,15 @@ class from a small config with random weights and the shipped offline tokenizer;
 Everything downstream (prompting, read-out, training, generation) sees only a ``Backbone``, so the
 tiny models exercise the real code path. README "Adding a new LALM" lists what an entry needs.
 
-Also here: weight dtype and attention kernel, LoRA through peft on the language model only,
-gradient checkpointing that still trains adapters, and the start-up check that every class name
-has its own first token (the read-out depends on it).
+Here: the ``Backbone`` and ``BackboneFamily`` types, the tiny models' shared sizes, weight dtype
+and attention kernel, LoRA through peft on the language model only, gradient checkpointing that
+still trains adapters, and the start-up check that every class name has its own first token (the
+read-out depends on it).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,19 +27,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 from transformers import (
-    AutoProcessor,
-    AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     ProcessorMixin,
-    Qwen2_5OmniConfig,
-    Qwen2_5OmniProcessor,
-    Qwen2_5OmniThinkerConfig,
-    Qwen2_5OmniThinkerForConditionalGeneration,
-    Qwen2AudioConfig,
-    Qwen2AudioForConditionalGeneration,
-    Qwen2AudioProcessor,
     WhisperFeatureExtractor,
 )
 
@@ -52,8 +44,6 @@ SAMPLE_RATE = 16_000
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: The audio placeholder and its delimiters, named alike by Qwen2-Audio and Qwen2.5-Omni.
 AUDIO_TOKENS = ("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>")
-#: Qwen2.5-Omni's image/video placeholders and their delimiters (its config names their ids).
-OMNI_VISION_TOKENS = ("<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>")
 
 
 class BackboneError(AmbemoError, ValueError):
@@ -160,11 +150,7 @@ def _checkpoint_dir(model_cfg: DictConfig) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------------------------
-# Qwen2-Audio
-
-
-def _tiny_sizes(model_cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[dict, dict]:
+def tiny_sizes(model_cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[dict, dict]:
     """Audio-encoder and language-model sizes of a tiny config (``model.tiny``), shared by the families.
     The audio encoder reads 100 mel frames per second: 2 * max_source_positions per window."""
     tiny = model_cfg.tiny
@@ -190,226 +176,9 @@ def _tiny_sizes(model_cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> tu
     return audio, text
 
 
-def tiny_model_config(model_cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> Qwen2AudioConfig:
-    """A small Qwen2-Audio config."""
-    audio, text = _tiny_sizes(model_cfg, tokenizer)
-    return Qwen2AudioConfig(
-        audio_config=audio,
-        text_config={"model_type": "qwen2", **text},
-        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
-    )
-
-
-def qwen2_audio_7b_config() -> Qwen2AudioConfig:
-    """Qwen2-Audio-7B-Instruct's geometry (its config.json): Whisper-large-v3-size audio encoder,
-    Qwen-7B language model (32 layers, width 4096, 32 key/value heads, MLP 11008, 156,032 tokens)."""
-    return Qwen2AudioConfig(
-        audio_config={
-            "d_model": 1280,
-            "encoder_layers": 32,
-            "encoder_attention_heads": 20,
-            "encoder_ffn_dim": 5120,
-            "num_mel_bins": 128,
-            "max_source_positions": 1500,
-        },
-        text_config={
-            "model_type": "qwen2",
-            "vocab_size": 156032,
-            "hidden_size": 4096,
-            "intermediate_size": 11008,
-            "num_hidden_layers": 32,
-            "num_attention_heads": 32,
-            "num_key_value_heads": 32,
-            "max_position_embeddings": 8192,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0},
-            "rms_norm_eps": 1e-5,
-            "tie_word_embeddings": False,
-        },
-        audio_token_index=151646,
-    )
-
-
-def _qwen2_audio_processor(features: WhisperFeatureExtractor, tokenizer: PreTrainedTokenizerBase) -> ProcessorMixin:
-    return Qwen2AudioProcessor(feature_extractor=features, tokenizer=tokenizer)
-
-
-def _load_qwen2_audio_processor(path: Path, chunk_seconds: int) -> ProcessorMixin:
-    return AutoProcessor.from_pretrained(path, local_files_only=True)
-
-
-# --------------------------------------------------------------------------------------------
-# Qwen2.5-Omni (the thinker: audio/vision encoders + language model; no talker, no speech output)
-
-#: Qwen2.5-Omni's default system prompt (its chat template's), and its audio framing: the audio
-#: segment directly followed by the text, without Qwen2-Audio's "Audio 1: " line.
-QWEN2_5_OMNI_STYLE = ChatStyle(
-    system=(
-        "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving "
-        "auditory and visual inputs, as well as generating text and speech."
-    ),
-    audio_prefix="",
-    audio_suffix="",
-)
-
-
-class OmniAudioProcessor(Qwen2_5OmniProcessor):
-    """Qwen2.5-Omni's processor for audio and text only.
-
-    The full processor also needs an image and a video processor, and the video one requires
-    torchvision, which audio and text do not. ``__call__`` is Qwen2_5OmniProcessor's own
-    (feature extraction, ``feature_attention_mask``, the number of audio tokens per clip from
-    its true length); only the placeholder expansion is restricted to audio.
-    """
-
-    def __init__(
-        self,
-        feature_extractor: WhisperFeatureExtractor | None = None,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        chat_template: str | None = None,
-    ) -> None:
-        ProcessorMixin.__init__(self, feature_extractor, tokenizer, chat_template=chat_template)
-        self.audio_token, self.audio_bos_token, self.audio_eos_token = AUDIO_TOKENS
-
-    def replace_multimodal_special_tokens(self, text: list[str], audio_lengths, *args, **kwargs) -> list[str]:  # type: ignore[override]
-        """Each audio placeholder becomes as many placeholders as its clip has audio tokens."""
-        out = []
-        for sample in text:
-            parts = sample.split(self.audio_token)
-            expanded = parts[0]
-            for part in parts[1:]:
-                expanded += self.audio_token * int(next(audio_lengths)) + part
-            out.append(expanded)
-        return out
-
-    @property
-    def model_input_names(self) -> list[str]:
-        return [*self.tokenizer.model_input_names, "input_features", "feature_attention_mask"]
-
-
-def tiny_omni_config(model_cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> Qwen2_5OmniThinkerConfig:
-    """A small Qwen2.5-Omni thinker config (a one-block vision tower, built but never run).
-
-    Multimodal rotary embedding: each head's rotary half is split into temporal/height/width
-    sections in the 7B's proportions (16/24/24 of 64); for audio and text the three position
-    streams are equal, so it acts as plain RoPE.
-    """
-    audio, text = _tiny_sizes(model_cfg, tokenizer)
-    ids = tokenizer.convert_tokens_to_ids
-    half = text["hidden_size"] // text["num_attention_heads"] // 2
-    temporal = half // 4
-    height = (half - temporal) // 2
-    rope = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [temporal, height, half - temporal - height]}
-    return Qwen2_5OmniThinkerConfig(
-        audio_config={**audio, "output_dim": text["hidden_size"]},
-        vision_config={
-            "depth": 1,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
-            "out_hidden_size": text["hidden_size"],
-            "fullatt_block_indexes": [0],
-        },
-        text_config={**text, "rope_parameters": rope},
-        audio_token_index=ids("<|AUDIO|>"),
-        audio_start_token_id=ids("<|audio_bos|>"),
-        audio_end_token_id=ids("<|audio_eos|>"),
-        image_token_index=ids("<|IMAGE|>"),
-        video_token_index=ids("<|VIDEO|>"),
-        vision_start_token_id=ids("<|vision_bos|>"),
-        vision_end_token_id=ids("<|vision_eos|>"),
-    )
-
-
-def qwen2_5_omni_7b_config() -> Qwen2_5OmniThinkerConfig:
-    """Qwen2.5-Omni-7B's thinker geometry (its config.json): audio encoder as Qwen2-Audio's, a
-    Qwen2.5-VL vision tower, Qwen2.5-7B language model (28 layers, width 3584, 4 key/value heads,
-    MLP 18944, 152,064 tokens)."""
-    return Qwen2_5OmniThinkerConfig(
-        audio_config={"output_dim": 3584},
-        vision_config={
-            "depth": 32,
-            "hidden_size": 1280,
-            "intermediate_size": 3420,
-            "num_heads": 16,
-            "out_hidden_size": 3584,
-        },
-        text_config={
-            "vocab_size": 152064,
-            "hidden_size": 3584,
-            "intermediate_size": 18944,
-            "num_hidden_layers": 28,
-            "num_attention_heads": 28,
-            "num_key_value_heads": 4,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
-            "tie_word_embeddings": False,
-        },
-    )
-
-
-def _omni_processor(features: WhisperFeatureExtractor, tokenizer: PreTrainedTokenizerBase) -> ProcessorMixin:
-    return OmniAudioProcessor(feature_extractor=features, tokenizer=tokenizer)
-
-
-def _load_omni_processor(path: Path, chunk_seconds: int) -> ProcessorMixin:
-    shipped = WhisperFeatureExtractor.from_pretrained(path, local_files_only=True)
-    # The release pads every clip to a 300 s window. The thinker reads only the frames under
-    # feature_attention_mask, so a window of model.chunk_seconds gives the same features for
-    # clips up to that length, at a tenth of the memory per cached clip.
-    features = WhisperFeatureExtractor(
-        feature_size=shipped.feature_size,
-        sampling_rate=shipped.sampling_rate,
-        hop_length=shipped.hop_length,
-        n_fft=shipped.n_fft,
-        chunk_length=chunk_seconds,
-    )
-    return OmniAudioProcessor(features, AutoTokenizer.from_pretrained(path, local_files_only=True))
-
-
-def _load_omni_config(path: Path) -> Qwen2_5OmniThinkerConfig:
-    """The thinker's config, from the full Qwen2.5-Omni release or from a thinker-only save."""
-    model_type = json.loads((path / "config.json").read_text()).get("model_type")
-    if model_type == "qwen2_5_omni":
-        return Qwen2_5OmniConfig.from_pretrained(path, local_files_only=True).thinker_config
-    if model_type == "qwen2_5_omni_thinker":
-        return Qwen2_5OmniThinkerConfig.from_pretrained(path, local_files_only=True)
-    raise BackboneError(
-        f"{path / 'config.json'}: model_type {model_type!r} is not a Qwen2.5-Omni checkpoint "
-        "(expected 'qwen2_5_omni' or 'qwen2_5_omni_thinker'); model.name=qwen2_5_omni needs one"
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# The registry: ``model.name`` is a key (a local checkpoint) or an entry's ``tiny_name``.
-
+# ``model.name`` is a family's key (a local checkpoint) or its ``tiny_name``; the families
+# register themselves in ``ambemo.model.families``, the registry's home (one module each).
 FAMILIES: Registry[BackboneFamily] = BACKBONES
-FAMILIES.register("qwen2_audio")(
-    BackboneFamily(
-        tiny_name="tiny",
-        model_class=Qwen2AudioForConditionalGeneration,
-        tiny_config=tiny_model_config,
-        processor=_qwen2_audio_processor,
-        load_processor=_load_qwen2_audio_processor,
-        language_model=r"model\.language_model\.",
-        release_config=qwen2_audio_7b_config,
-    )
-)
-FAMILIES.register("qwen2_5_omni")(
-    BackboneFamily(
-        tiny_name="tiny_omni",
-        model_class=Qwen2_5OmniThinkerForConditionalGeneration,
-        tiny_config=tiny_omni_config,
-        processor=_omni_processor,
-        load_processor=_load_omni_processor,
-        language_model=r"model\.layers\.",
-        release_config=qwen2_5_omni_7b_config,
-        chat_style=QWEN2_5_OMNI_STYLE,
-        never_generate=AUDIO_TOKENS + OMNI_VISION_TOKENS,
-        tiny_extra_tokens=OMNI_VISION_TOKENS,
-        load_config=_load_omni_config,
-        # the vision tower, and an audio-delimiter embedding the thinker's forward never reads
-        unused_modules=("visual", "audio_tower.audio_bos_eos_token"),
-    )
-)
 
 
 def model_names() -> dict[str, tuple[str, bool]]:

@@ -14,7 +14,7 @@ from ambemo.config import compose
 from ambemo.data.corpus import load_corpus
 from ambemo.data.crema_d import read_crema_d
 from ambemo.data.skips import CorpusError, SkipReport
-from ambemo.data.synthetic import SENTENCES
+from ambemo.data.synthetic_clips import SENTENCES
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "crema-d"
 TABLE = SHARED / "processedResults" / "tabulatedVotes.csv"

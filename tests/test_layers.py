@@ -65,7 +65,7 @@ TOOLS = ("ambemo.cli", "ambemo.bench", "ambemo.sweep", "ambemo.folds", "ambemo.g
 KNOWN_VIOLATIONS = {
     # the built-in corpus writes its reasonings in the model's CoT format (CoT, format_cot);
     # the format belongs below both (e.g. a data-level module that model.prompts re-exports)
-    ("ambemo.data.synthetic", "ambemo.model.prompts"),
+    ("ambemo.data.synthetic_clips", "ambemo.model.prompts"),
     # function-level: training rows take curated reasonings from the curation store; the store's
     # reader (cot.store.load_accepted) would have to move below data
     ("ambemo.data.datamodule", "ambemo.cot.store"),

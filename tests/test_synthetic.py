@@ -13,16 +13,8 @@ import soundfile as sf
 
 from ambemo.data import synth_voice, synthetic
 from ambemo.data.labels import CREMA_D_CLASSES
-from ambemo.data.synthetic import (
-    CUES,
-    PROTOTYPES,
-    SENTENCES,
-    VOTES_FILE,
-    cue_reading,
-    curated_cot,
-    generate_corpus,
-    main,
-)
+from ambemo.data.synthetic import generate_corpus, main
+from ambemo.data.synthetic_clips import CUES, PROTOTYPES, SENTENCES, VOTES_FILE, cue_reading, curated_cot
 from ambemo.model.prompts import ANSWER_SLOT, parse_cot
 
 SMALL = {"n_train": 16, "n_val": 4, "n_test": 4, "workers": 1}
@@ -178,7 +170,7 @@ def test_same_seed_is_byte_identical_and_independent_of_workers(corpus, tmp_path
 
 def test_second_call_reuses_the_corpus(corpus, monkeypatch):
     before = _mtimes(corpus.parent)
-    monkeypatch.setattr(synthetic, "_plan", lambda *args: pytest.fail("the corpus was planned again"))
+    monkeypatch.setattr(synthetic, "plan_clips", lambda *args: pytest.fail("the corpus was planned again"))
     assert generate_corpus(corpus.parent, seed=0, **{**SMALL, "workers": 2}) == corpus
     assert _mtimes(corpus.parent) == before
 

@@ -32,7 +32,7 @@ from ambemo.data.labels import CREMA_D_CLASSES
 from ambemo.data.manifest import OUT_OF_SET, Utterance, checked_distribution, restrict_votes
 from ambemo.data.skips import CorpusError, SkipReport
 from ambemo.data.splits import assign_splits
-from ambemo.data.synthetic import SENTENCES
+from ambemo.data.synthetic_clips import SENTENCES
 
 VOTES_FILE = Path("processedResults") / "tabulatedVotes.csv"
 AUDIO_DIR = "AudioWAV"

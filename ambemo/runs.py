@@ -110,14 +110,15 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 
 def read_config(run_dir: Path) -> DictConfig:
-    """A run's ``config.yaml`` on the typed schema (so settings added since have their defaults)."""
-    from ambemo.config import RunConfig
+    """A run's ``config.yaml`` on the typed schema (so settings added since have their defaults;
+    see ``ambemo.config.saved_run_config`` for configs saved before the per-strategy settings)."""
+    from ambemo.config import saved_run_config
 
     path = run_dir / CONFIG
     if not path.is_file():
         raise RunFolderError(f"{run_dir}: not a run folder (no {CONFIG}). Pass runs/<experiment>/<timestamp>")
     try:
-        return OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(path))  # type: ignore[return-value]
+        return saved_run_config(OmegaConf.load(path), str(path))  # type: ignore[arg-type]
     except Exception as err:  # omegaconf and yaml errors: all mean the file does not fit the schema
         raise RunFolderError(f"{path}: cannot read it as a run config: {err}") from None
 

@@ -38,7 +38,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ambemo.data.labels import CREMA_D_CLASSES
 from ambemo.errors import AmbemoError
-from ambemo.registry import BACKBONES, REGISTRIES, STRATEGIES
+from ambemo.registry import BACKBONES, CORPORA, REGISTRIES, STRATEGIES
 
 #: Repository root (holds conf/ and experiments/).
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -740,7 +740,8 @@ def _check(cfg: DictConfig) -> None:
 
 
 def _check_data(data: DictConfig) -> None:
-    """The corpus keys: a manifest needs its path (and may supply the classes), folds and shares in range."""
+    """The corpus keys: a manifest needs its path (and may supply the classes), the chosen corpus's
+    own checks (``CorpusReader.check``: IEMOCAP's fold), shares in range."""
     if data.name == "manifest":
         if not data.path:
             raise ConfigError("data=manifest needs data.path=FILE.jsonl")
@@ -751,8 +752,10 @@ def _check_data(data: DictConfig) -> None:
                 data.classes = manifest_classes(data.path)
             except ValueError as err:
                 raise ConfigError(f"data.classes=[] takes the manifest's class names, but {err}") from None
-    if not 1 <= data.fold <= 5:
-        raise ConfigError(f"'data.fold' must be 1..5 (the IEMOCAP session to test on), got {data.fold}")
+    corpus_check = getattr(CORPORA[data.name], "check", None)  # the settings only that corpus reads
+    problem = corpus_check(data) if corpus_check else None
+    if problem:
+        raise ConfigError(problem)
     if min(data.val_fraction, data.test_fraction) < 0 or data.val_fraction + data.test_fraction >= 1:
         raise ConfigError("'data.val_fraction' and 'data.test_fraction' must be >= 0 with a sum below 1")
     if data.max_seconds <= 0:

@@ -14,6 +14,10 @@ Building blocks and experiments are looked up in the repository's ``conf/`` and 
 then in each folder of ``AMBEMO_CONFIG_PATH`` (``os.pathsep``-separated) laid out the same way, so
 a plugin adds its own without editing the package (``config_roots``).
 
+The ``strategy`` section is typed by the chosen strategy's settings class (``StrategyConfig``, the
+shared base, or the subclass its module names as ``settings``), retyped whenever a layer sets
+``strategy.name``; a corpus checks the settings only it reads (``CorpusReader.check``).
+
 Every field carries a docstring (the string under it); ``ambemo train --help`` prints them.
 Unknown keys, wrong types and unknown group options raise ``ConfigError`` naming the key and
 the valid choices. The choices of ``strategy.name``, ``data.name`` and ``model.name`` are the

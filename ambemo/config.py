@@ -219,8 +219,18 @@ class StrategyConfig:
     (``strategy_settings``): a key of another strategy is an error that names it, and ``--help``
     lists only the chosen strategy's keys. Each class checks its own fields (``check``)."""
 
-    #: Settings with a fixed set of values, by field name (a subclass adds its own: ``settings_choices``).
+    #: Settings with a fixed set of values, by field name. These tables are per class: a subclass
+    #: lists its own fields, and ``check`` applies those of every class it derives from (``inherited``).
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: Lowest value of numeric settings, and whether it is allowed.
+    AT_LEAST: ClassVar[dict[str, tuple[float, bool]]] = {
+        "lr": (0, False),
+        "weight_decay": (0, True),
+        "warmup_ratio": (0, True),
+        "min_lr_ratio": (0, True),
+    }
+    #: Highest value, and whether it is allowed.
+    AT_MOST: ClassVar[dict[str, tuple[float, bool]]] = {"warmup_ratio": (1, True), "min_lr_ratio": (1, True)}
     #: Old field names still read, for one release, with a warning: old name -> new name.
     RENAMED: ClassVar[dict[str, str]] = {}
 
@@ -246,25 +256,20 @@ class StrategyConfig:
     def check(cls, cfg: DictConfig) -> None:
         """Raise ``ConfigError`` for a bad value of these settings. ``cfg`` is the whole run config,
         for checks that span groups; a subclass checks its own fields after ``super().check(cfg)``."""
-        for key, valid in settings_choices(cls).items():
+        for key, valid in inherited(cls, "CHOICES").items():
             check_choice(cfg, f"strategy.{key}", valid)
-        for key in ("weight_decay", "warmup_ratio", "min_lr_ratio"):
-            check_at_least(cfg, f"strategy.{key}", 0)
-        check_at_least(cfg, "strategy.lr", 0, inclusive=False)
-        check_at_most(cfg, "strategy.warmup_ratio", 1)
-        check_at_most(cfg, "strategy.min_lr_ratio", 1)
+        for key, (low, inclusive) in inherited(cls, "AT_LEAST").items():
+            check_at_least(cfg, f"strategy.{key}", low, inclusive)
+        for key, (high, inclusive) in inherited(cls, "AT_MOST").items():
+            check_at_most(cfg, f"strategy.{key}", high, inclusive)
         if cfg.strategy.max_new_tokens < 1:
             raise ConfigError("'strategy.max_new_tokens' must be >= 1")
 
 
-def settings_choices(cls: type) -> dict[str, tuple[str, ...]]:
-    """The ``CHOICES`` of a settings class and of every class it derives from."""
-    return {k: v for klass in reversed(cls.__mro__) for k, v in vars(klass).get("CHOICES", {}).items()}
-
-
-def settings_renamed(cls: type) -> dict[str, str]:
-    """The ``RENAMED`` keys (old -> new) of a settings class and of every class it derives from."""
-    return {k: v for klass in reversed(cls.__mro__) for k, v in vars(klass).get("RENAMED", {}).items()}
+def inherited(cls: type, table: str) -> dict[str, Any]:
+    """A per-class table of a settings class (``CHOICES``, ``AT_LEAST``, ``AT_MOST``, ``RENAMED``),
+    merged with those of every class it derives from."""
+    return {k: v for klass in reversed(cls.__mro__) for k, v in vars(klass).get(table, {}).items()}
 
 
 def check_choice(cfg: DictConfig, key: str, valid: tuple[str, ...]) -> None:
@@ -496,7 +501,7 @@ def _rename_deprecated(update: DictConfig, strategy: str, source: str) -> None:
     section = update.get("strategy") if "strategy" in update else None
     if not isinstance(section, DictConfig):
         return
-    for old, new in settings_renamed(strategy_settings(strategy)).items():
+    for old, new in inherited(strategy_settings(strategy), "RENAMED").items():
         if old not in section:
             continue
         if new in section and section[new] != section[old]:
@@ -537,7 +542,7 @@ def _other_strategies_with(key: str) -> list[str]:
     owners = []
     for name in STRATEGIES.names():
         settings = strategy_settings(name)
-        if key in {f.name for f in fields(settings)} or key in settings_renamed(settings):
+        if key in {f.name for f in fields(settings)} or key in inherited(settings, "RENAMED"):
             owners.append(name)
     return owners
 
@@ -802,7 +807,7 @@ def describe(cfg: DictConfig, cls: type = RunConfig, prefix: str = "") -> list[s
     lines: list[str] = []
     docs = field_docs(cls)
     hints = _field_types(cls)
-    choices = valid_choices() | {f"{prefix}{key}": valid for key, valid in settings_choices(cls).items()}
+    choices = valid_choices() | {f"{prefix}{key}": valid for key, valid in inherited(cls, "CHOICES").items()}
     for f in fields(cls):
         hint = hints[f.name]
         value = cfg[f.name]
@@ -825,7 +830,7 @@ def saved_run_config(saved: DictConfig, source: str) -> DictConfig:
     settings = strategy_settings(OmegaConf.select(saved, "strategy.name", default=StrategyConfig.name))
     section = saved.get("strategy") if "strategy" in saved else None
     if isinstance(section, DictConfig):
-        own, renamed = {f.name for f in fields(settings)}, settings_renamed(settings)
+        own, renamed = {f.name for f in fields(settings)}, inherited(settings, "RENAMED")
         every = {f.name for name in STRATEGIES.names() for f in fields(strategy_settings(name))}
         with open_dict(section):
             for key in [k for k in section if k not in own]:

@@ -22,7 +22,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from ambemo.config import ConfigError, StrategyConfig, check_at_least, check_at_most
+from ambemo.config import ConfigError, StrategyConfig
 from ambemo.cot.budget import generation_budget_report
 from ambemo.metrics.metrics import DistributionMetrics
 from ambemo.model.backbone import Backbone
@@ -70,11 +70,7 @@ class SupervisedLossConfig(StrategyConfig):
     ce_weight: float = 1.0
     """Weight of the token cross-entropy on the curated reasoning (ignored without CoT)."""
 
-    @classmethod
-    def check(cls, cfg: DictConfig) -> None:
-        super().check(cfg)
-        for key in ("kl_weight", "ce_weight"):
-            check_at_least(cfg, f"strategy.{key}", 0)
+    AT_LEAST: ClassVar[dict[str, tuple[float, bool]]] = {"kl_weight": (0, True), "ce_weight": (0, True)}
 
 
 @dataclass
@@ -93,13 +89,16 @@ class OnPolicyConfig(StrategyConfig):
     rollout_max_new_tokens: int = 160
     """Most reasoning tokens per rollout before the answer slot is forced."""
 
+    AT_LEAST: ClassVar[dict[str, tuple[float, bool]]] = {
+        "rollout_temperature": (0, False),
+        "rollout_top_p": (0, False),
+        "rollout_max_new_tokens": (1, True),
+    }
+    AT_MOST: ClassVar[dict[str, tuple[float, bool]]] = {"rollout_top_p": (1, True)}
+
     @classmethod
     def check(cls, cfg: DictConfig) -> None:
         super().check(cfg)
-        for key in ("rollout_temperature", "rollout_top_p"):
-            check_at_least(cfg, f"strategy.{key}", 0, inclusive=False)
-        check_at_most(cfg, "strategy.rollout_top_p", 1)
-        check_at_least(cfg, "strategy.rollout_max_new_tokens", 1)
         s = cfg.strategy
         if s.rollout_top_k < 0 or not 0.0 < s.rollout_top_p <= 1.0:
             raise ConfigError("'strategy.rollout_top_k' must be >= 0 and 'strategy.rollout_top_p' in (0, 1]")

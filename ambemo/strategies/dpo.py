@@ -28,11 +28,12 @@ terms, so every DDP rank steps on every batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from omegaconf import DictConfig
 
-from ambemo.config import ConfigError, check_at_least
+from ambemo.config import ConfigError
 from ambemo.metrics.functional import js_divergence
 from ambemo.model.readout import LazyLogits, class_logits
 from ambemo.objectives.distribution import readout_kl
@@ -54,11 +55,11 @@ class DPOConfig(OnPolicyConfig, SupervisedLossConfig):
     beta: float = 0.1
     """Inverse temperature of the preference loss (trl's DPO ``beta``)."""
 
+    AT_LEAST: ClassVar[dict[str, tuple[float, bool]]] = {"rejected_min_js": (0, True), "beta": (0, True)}
+
     @classmethod
     def check(cls, cfg: DictConfig) -> None:
         super().check(cfg)
-        for key in ("rejected_min_js", "beta"):
-            check_at_least(cfg, f"strategy.{key}", 0)
         if cfg.strategy.num_rollouts < 1:
             raise ConfigError("'strategy.num_rollouts' must be >= 1: DPO needs at least one rollout to reject")
 

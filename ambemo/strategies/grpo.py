@@ -56,7 +56,7 @@ from typing import ClassVar
 import torch
 from omegaconf import DictConfig
 
-from ambemo.config import ConfigError, check_at_least
+from ambemo.config import ConfigError
 from ambemo.model.backbone import Backbone
 from ambemo.model.readout import LazyLogits, readout_after
 from ambemo.objectives.policy import group_advantages, grpo_loss
@@ -109,12 +109,16 @@ class GRPOConfig(OnPolicyConfig):
     """Weight of the format reward (lambda_3); reward = -KL(p_human || p_hat) + w * r_format.
     Unused without CoT (no text to check)."""
 
+    AT_LEAST: ClassVar[dict[str, tuple[float, bool]]] = {
+        "group_size": (1, True),
+        "ref_kl_weight": (0, True),
+        "clip_epsilon": (0, True),
+        "format_weight": (0, True),
+    }
+
     @classmethod
     def check(cls, cfg: DictConfig) -> None:
         super().check(cfg)
-        for key in ("ref_kl_weight", "clip_epsilon", "format_weight"):
-            check_at_least(cfg, f"strategy.{key}", 0)
-        check_at_least(cfg, "strategy.group_size", 1)
         s = cfg.strategy
         if s.include_curated and not s.use_cot:
             raise ConfigError(

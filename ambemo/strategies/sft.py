@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from omegaconf import DictConfig
 
-from ambemo.config import ConfigError, check_at_least
+from ambemo.config import ConfigError
 from ambemo.model.readout import (
     class_logits,
     forward_hidden,
@@ -69,11 +70,11 @@ class SFTConfig(SupervisedLossConfig):
     (the CE targets stay the true tokens). The read-out then learns not to trust the reasoning
     blindly: at test time it reads the model's own, imperfect reasoning, not the curated one."""
 
+    AT_LEAST: ClassVar[dict[str, tuple[float, bool]]] = {"answer_ce_weight": (0, True), "own_readout_weight": (0, True)}
+
     @classmethod
     def check(cls, cfg: DictConfig) -> None:
         super().check(cfg)
-        for key in ("answer_ce_weight", "own_readout_weight"):
-            check_at_least(cfg, f"strategy.{key}", 0)
         if not 0.0 <= cfg.strategy.cot_token_dropout < 1.0:
             raise ConfigError("'strategy.cot_token_dropout' must be in [0, 1)")
 

@@ -184,14 +184,25 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     model_args = ["model=qwen2_audio_7b", "model.path=random-weights"] if args.size == "7b" else []
     common = [*model_args, f"model.finetune={args.finetune}", *overrides]
-    rollout = [
-        f"strategy.group_size={args.group}",
-        f"strategy.num_rollouts={args.group}",
-        f"strategy.rollout_max_new_tokens={args.new_tokens}",
-    ]
+    # rollouts per utterance: DPO's num_rollouts, GRPO's group_size (each strategy has only its own)
+    rollout = {
+        "dpo": [f"strategy.num_rollouts={args.group}"],
+        "grpo": [f"strategy.group_size={args.group}"],
+        "grpoz": [f"strategy.group_size={args.group}"],
+    }
     only = args.only.split(",")
     configs = {
-        name: compose(EXPERIMENTS[name], common if name == "sft" else [*common, "model.init_from=null", *rollout])
+        name: compose(
+            EXPERIMENTS[name],
+            common
+            if name == "sft"
+            else [
+                *common,
+                "model.init_from=null",
+                *rollout[name],
+                f"strategy.rollout_max_new_tokens={args.new_tokens}",
+            ],
+        )
         for name in STEPS
         if name in only
     }

@@ -14,6 +14,10 @@ Building blocks and experiments are looked up in the repository's ``conf/`` and 
 then in each folder of ``AMBEMO_CONFIG_PATH`` (``os.pathsep``-separated) laid out the same way, so
 a plugin adds its own without editing the package (``config_roots``).
 
+The ``strategy`` section is typed by the chosen strategy's settings class (``StrategyConfig``, the
+shared base, or the subclass its module names as ``settings``), retyped whenever a layer sets
+``strategy.name``; a corpus checks the settings only it reads (``CorpusReader.check``).
+
 Every field carries a docstring (the string under it); ``ambemo train --help`` prints them.
 Unknown keys, wrong types and unknown group options raise ``ConfigError`` naming the key and
 the valid choices. The choices of ``strategy.name``, ``data.name`` and ``model.name`` are the
@@ -31,14 +35,14 @@ import textwrap
 import warnings
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from ambemo.data.labels import CREMA_D_CLASSES
 from ambemo.errors import AmbemoError
-from ambemo.registry import BACKBONES, REGISTRIES
+from ambemo.registry import BACKBONES, CORPORA, REGISTRIES, STRATEGIES
 
 #: Repository root (holds conf/ and experiments/).
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -207,20 +211,34 @@ class ModelConfig:
 
 @dataclass
 class StrategyConfig:
-    """The training strategy (one LightningModule each) and its optimisation."""
+    """Settings every training strategy has: its name, the optimiser and evaluation generation.
+
+    Each strategy's own settings are a subclass, defined beside its LightningModule and named by
+    the module's ``settings`` attribute (``ambemo.strategies.grpo.GRPOConfig``...). Once the
+    groups are merged, ``cfg.strategy`` is typed by the chosen strategy's class
+    (``strategy_settings``): a key of another strategy is an error that names it, and ``--help``
+    lists only the chosen strategy's keys. Each class checks its own fields (``check``)."""
+
+    #: Settings with a fixed set of values, by field name. These tables are per class: a subclass
+    #: lists its own fields, and ``check`` applies those of every class it derives from (``inherited``).
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: Lowest value of numeric settings, and whether it is allowed.
+    AT_LEAST: ClassVar[dict[str, tuple[float, bool]]] = {
+        "lr": (0, False),
+        "weight_decay": (0, True),
+        "warmup_ratio": (0, True),
+        "min_lr_ratio": (0, True),
+    }
+    #: Highest value, and whether it is allowed.
+    AT_MOST: ClassVar[dict[str, tuple[float, bool]]] = {"warmup_ratio": (1, True), "min_lr_ratio": (1, True)}
+    #: Old field names still read, for one release, with a warning: old name -> new name.
+    RENAMED: ClassVar[dict[str, str]] = {}
 
     name: str = "sft"
     """Strategy (registered in ``ambemo.registry.STRATEGIES``): ``sft`` (supervised CoT + KL
     read-out), ``dpo`` (on-policy DPO), ``grpo`` (GRPO, GRPO_z), or a plugin's."""
     use_cot: bool = True
     """Train on and generate the structured reasoning before the answer slot; False answers directly."""
-    kl_weight: float = 1.0
-    """lambda: weight of KL(p_human || p_model) at the answer slot (0 = the KL ablation)."""
-    ce_weight: float = 1.0
-    """Weight of the token cross-entropy on the curated reasoning (ignored without CoT)."""
-    answer_ce_weight: float = 0.0
-    """Weight of a hard cross-entropy on the majority class's token at the answer slot (plain-SFT
-    baseline; the KL ablation uses it so the model still learns to name an emotion there)."""
     lr: float = 1e-4
     """Peak learning rate (AdamW)."""
     weight_decay: float = 0.01
@@ -233,51 +251,47 @@ class StrategyConfig:
     """Cosine decay floor as a fraction of ``lr``."""
     max_new_tokens: int = 160
     """Evaluation: most reasoning tokens generated before the answer slot is forced."""
-    num_rollouts: int = 4
-    """DPO: rollouts sampled per utterance to find a rejected one (reasonings; without CoT,
-    emotions drawn from the read-out p_hat)."""
-    rejected_min_js: float = 0.05
-    """DPO: the worst rollout is rejected only if its JS (bits) to the human distribution exceeds
-    this; utterances without one are skipped and counted (``train/dpo_skipped``)."""
-    group_size: int = 4
-    """GRPO: K sampled trajectories per utterance (GRPO_z adds the curated one as member K+1)."""
-    include_curated: bool = False
-    """GRPO_z: the curated reasoning joins each group as member K+1 (rewarded by ``curated_reward``)."""
-    curated_reward: str = "group_max"
-    """GRPO_z: the curated member's reward. ``group_max`` (the paper: it "consistently receives the
-    highest reward"): its own reward raised to the best of its group, so its advantage is never
-    below any sampled member's; ``own``: rewarded from its own read-out like any member (it can
-    then get a negative advantage when a rollout reads out closer to the human distribution)."""
-    beta: float = 0.1
-    """DPO: inverse temperature of the preference loss. GRPO: weight of KL(pi || pi_ref)."""
-    clip_epsilon: float = 0.2
-    """GRPO: the ratio pi / pi_old is clipped to [1 - eps, 1 + eps]."""
-    num_iterations: int = 1
-    """GRPO: optimisation passes (optimizer steps) per batch of rollouts, each against the same
-    pi_old (trl's ``num_iterations``, the PPO epochs). >1 reuses the costly rollouts; the clip
-    then matters. The LR schedule counts every pass."""
-    format_weight: float = 0.1
-    """GRPO: weight of the format reward (lambda_3); reward = -KL(p_human || p_hat) + w * r_format.
-    Unused without CoT (no text to check)."""
-    rollout_temperature: float = 1.0
-    """Sampling temperature of training rollouts (DPO and GRPO; without CoT, of the emotions
-    drawn from p_hat)."""
-    rollout_top_p: float = 1.0
-    """Nucleus sampling of training rollouts (1.0 = off; also applies to emotions drawn without CoT).
-    GRPO refuses < 1: its ratio and KL would be taken under a distribution the sampler did not use."""
-    rollout_top_k: int = 0
-    """Top-k sampling of training rollouts (0 = off). GRPO refuses > 0, as ``rollout_top_p``. Every
-    sampling setting is explicit: nothing comes from the checkpoint's generation config."""
-    rollout_max_new_tokens: int = 160
-    """Most reasoning tokens per rollout before the answer slot is forced."""
-    own_readout_weight: float = 0.0
-    """SFT: weight of a second KL(p_human || p_hat), read after the model's *own* greedy reasoning
-    (generated each step without gradient; the read-out forward has gradient). The read-out then
-    learns how far to trust the reasoning it will read at test time. 0 = the paper's SFT."""
-    cot_token_dropout: float = 0.0
-    """Training: replace this fraction of the curated reasoning's *input* tokens by random tokens
-    (the CE targets stay the true tokens). The read-out then learns not to trust the reasoning
-    blindly: at test time it reads the model's own, imperfect reasoning, not the curated one."""
+
+    @classmethod
+    def check(cls, cfg: DictConfig) -> None:
+        """Raise ``ConfigError`` for a bad value of these settings. ``cfg`` is the whole run config,
+        for checks that span groups; a subclass checks its own fields after ``super().check(cfg)``."""
+        for key, valid in inherited(cls, "CHOICES").items():
+            check_choice(cfg, f"strategy.{key}", valid)
+        for key, (low, inclusive) in inherited(cls, "AT_LEAST").items():
+            check_at_least(cfg, f"strategy.{key}", low, inclusive)
+        for key, (high, inclusive) in inherited(cls, "AT_MOST").items():
+            check_at_most(cfg, f"strategy.{key}", high, inclusive)
+        if cfg.strategy.max_new_tokens < 1:
+            raise ConfigError("'strategy.max_new_tokens' must be >= 1")
+
+
+def inherited(cls: type, table: str) -> dict[str, Any]:
+    """A per-class table of a settings class (``CHOICES``, ``AT_LEAST``, ``AT_MOST``, ``RENAMED``),
+    merged with those of every class it derives from."""
+    return {k: v for klass in reversed(cls.__mro__) for k, v in vars(klass).get(table, {}).items()}
+
+
+def check_choice(cfg: DictConfig, key: str, valid: tuple[str, ...]) -> None:
+    """Raise ``ConfigError`` unless the setting ``key`` is one of ``valid``."""
+    value = OmegaConf.select(cfg, key)
+    if value not in valid:
+        raise ConfigError(f"bad value for '{key}': {value!r}. Valid choices: {', '.join(valid)}")
+
+
+def check_at_least(cfg: DictConfig, key: str, low: float, inclusive: bool = True) -> None:
+    """Raise ``ConfigError`` if the number at ``key`` is below ``low`` (or equal, when not ``inclusive``);
+    a key the config lacks is passed over."""
+    value = OmegaConf.select(cfg, key, default=None)
+    if isinstance(value, int | float) and (value < low or (value == low and not inclusive)):
+        raise ConfigError(f"bad value for '{key}': {value}. It must be {'>=' if inclusive else '>'} {low}")
+
+
+def check_at_most(cfg: DictConfig, key: str, high: float, inclusive: bool = True) -> None:
+    """Raise ``ConfigError`` if the number at ``key`` is above ``high`` (or equal, when not ``inclusive``)."""
+    value = OmegaConf.select(cfg, key, default=None)
+    if isinstance(value, int | float) and (value > high or (value == high and not inclusive)):
+        raise ConfigError(f"bad value for '{key}': {value}. It must be {'<=' if inclusive else '<'} {high}")
 
 
 @dataclass
@@ -358,7 +372,8 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     """Group ``model`` (conf/model/*.yaml): the backbone."""
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
-    """Group ``strategy`` (conf/strategy/*.yaml): the training strategy."""
+    """Group ``strategy`` (conf/strategy/*.yaml): the training strategy; typed by the chosen
+    strategy's settings class (``strategy_settings``)."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     """Group ``trainer`` (conf/trainer/*.yaml): devices and loop."""
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -441,38 +456,105 @@ def _read_experiment(path: Path, seen: tuple[Path, ...] = ()) -> DictConfig:
 
 
 def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
-    """Merge ``update`` into the typed ``base``, turning OmegaConf's errors into ones that name the key
-    (old names of renamed keys are read as the new ones, see ``RENAMED_KEYS``)."""
+    """Merge ``update`` into the typed ``base``, turning OmegaConf's errors into ones that name the key.
+
+    Old names of renamed keys are read as the new ones (``RENAMED_KEYS``). When ``update`` chooses
+    a strategy (``strategy.name``), ``base.strategy`` is retyped by that strategy's settings class
+    first, so the update's keys are checked against it."""
     update = renamed_keys(update, source)
+    update = update if isinstance(update, DictConfig) else OmegaConf.create(update)
+    chosen = OmegaConf.select(update, "strategy.name", default=None)
+    base = _typed_strategy(base, chosen if isinstance(chosen, str) else base.strategy.name)
+    _rename_deprecated(update, base.strategy.name, source)
     try:
         return OmegaConf.merge(base, update)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or ""
-        raise ConfigError(_explain(err, key, source)) from None
+        raise ConfigError(_explain(err, key, source, base)) from None
 
 
-def _explain(err: OmegaConfBaseException, key: str, source: str) -> str:
+def strategy_settings(name: str) -> type[StrategyConfig]:
+    """The settings class of the strategy that ``strategy.name=name`` selects: its LightningModule's
+    ``settings`` (``StrategyConfig`` itself for a module that declares none)."""
+    if name not in STRATEGIES.choices():
+        valid = ", ".join(STRATEGIES.choices())
+        raise ConfigError(f"bad value for 'strategy.name': {name!r}. Valid choices: {valid}")
+    settings: type[StrategyConfig] = getattr(STRATEGIES[name], "settings", StrategyConfig)
+    return settings
+
+
+def _typed_strategy(cfg: DictConfig, name: str) -> DictConfig:
+    """``cfg`` with its strategy section typed by strategy ``name``'s settings class. The values
+    of the fields the new class shares with the old one are kept; the old strategy's own are
+    dropped (they were set for another strategy, which a later layer replaced)."""
+    settings = strategy_settings(name)
+    if OmegaConf.get_type(cfg.strategy) is settings:
+        return cfg
+    shared = {f.name for f in fields(settings)}
+    kept = {k: v for k, v in OmegaConf.to_container(cfg.strategy).items() if k in shared}  # type: ignore[union-attr]
+    out: DictConfig = OmegaConf.merge(cfg)  # type: ignore[assignment]  # a copy: the caller's stays as it was
+    OmegaConf.set_readonly(out, False)
+    out.strategy = OmegaConf.merge(OmegaConf.structured(settings), kept)
+    return out
+
+
+def _rename_deprecated(update: DictConfig, strategy: str, source: str) -> None:
+    """Rewrite, in ``update``, an old name of a setting of ``strategy`` (its class's ``RENAMED``) to
+    the new one, with a warning."""
+    section = update.get("strategy") if "strategy" in update else None
+    if not isinstance(section, DictConfig):
+        return
+    for old, new in inherited(strategy_settings(strategy), "RENAMED").items():
+        if old not in section:
+            continue
+        if new in section and section[new] != section[old]:
+            raise ConfigError(
+                f"{source}: sets both 'strategy.{old}' ({section[old]}) and 'strategy.{new}' ({section[new]}); "
+                f"'strategy.{old}' is the old name of 'strategy.{new}' for strategy {strategy}: keep only "
+                f"'strategy.{new}'"
+            )
+        warnings.warn(
+            f"{source}: 'strategy.{old}' is the old name of 'strategy.{new}' for strategy {strategy}, read as it "
+            f"until the next release: write 'strategy.{new}'",
+            FutureWarning,
+            stacklevel=2,
+        )
+        with open_dict(section):
+            section[new] = section.pop(old)
+
+
+def _explain(err: OmegaConfBaseException, key: str, source: str, base: DictConfig) -> str:
     parent, _, leaf = key.rpartition(".")
-    schema = _schema_at(parent)
+    schema = _schema_at(parent, base)
     if schema is not None and leaf and leaf not in {f.name for f in fields(schema)}:
         valid = ", ".join(f.name for f in fields(schema))
         where = f"{parent}." if parent else ""
+        owners = _other_strategies_with(leaf) if parent == "strategy" else []
+        if owners:
+            return (
+                f"{source}: unknown key '{key}': it is a setting of strategy {' and '.join(owners)}, and this run's "
+                f"strategy is {base.strategy.name}. Valid keys under 'strategy.': {valid}"
+            )
         return f"{source}: unknown key '{key}'. Valid keys under '{where or '(top level)'}': {valid}"
     msg = str(err).splitlines()[0]
     return f"{source}: bad value for '{key}': {msg}"
 
 
-def _schema_at(dotted: str) -> type | None:
-    cls: type = RunConfig
-    for part in [p for p in dotted.split(".") if p]:
-        match = {f.name: f for f in fields(cls)}.get(part)
-        if match is None:
-            return None
-        hint = _field_types(cls).get(part)
-        if not (isinstance(hint, type) and is_dataclass(hint)):
-            return None
-        cls = hint
-    return cls
+def _other_strategies_with(key: str) -> list[str]:
+    """The registered strategies whose settings have ``key`` (under its own or a deprecated name)."""
+    owners = []
+    for name in STRATEGIES.names():
+        settings = strategy_settings(name)
+        if key in {f.name for f in fields(settings)} or key in inherited(settings, "RENAMED"):
+            owners.append(name)
+    return owners
+
+
+def _schema_at(dotted: str, cfg: DictConfig) -> type | None:
+    """The settings class of the section ``dotted`` of the typed ``cfg`` (None if not a section)."""
+    node = OmegaConf.select(cfg, dotted, default=None) if dotted else cfg
+    schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+    return schema if isinstance(schema, type) and is_dataclass(schema) else None
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -614,7 +696,6 @@ _CHOICES = {
     "model.finetune": ("lora", "full"),
     "model.dtype": ("float32", "bfloat16", "float16", "auto"),
     "model.rollout_engine": ("fast", "generate"),
-    "strategy.curated_reward": ("group_max", "own"),
     "logger.name": ("wandb", "csv"),
     "logger.mode": ("auto", "offline", "online"),
     "trainer.test_weights": ("best", "last"),
@@ -622,28 +703,11 @@ _CHOICES = {
 
 
 #: Lowest value (and whether it is allowed) of numeric settings; keys a config lacks are passed over.
+#: The strategy's are checked by its settings class (``StrategyConfig.check``).
 _AT_LEAST: dict[str, tuple[float, bool]] = {
     **{f"data.{k}": (0, True) for k in ("n_train", "n_val", "n_test", "num_workers", "limit_train", "limit_eval")},
     **{f"model.{k}": (1, True) for k in ("lora_r", "chunk_seconds")},
     "model.lora_alpha": (0, False),
-    **{
-        f"strategy.{k}": (0, True)
-        for k in (
-            "kl_weight",
-            "ce_weight",
-            "answer_ce_weight",
-            "weight_decay",
-            "warmup_ratio",
-            "min_lr_ratio",
-            "rejected_min_js",
-            "beta",
-            "clip_epsilon",
-            "format_weight",
-            "own_readout_weight",
-        )
-    },
-    **{f"strategy.{k}": (0, False) for k in ("lr", "rollout_temperature", "rollout_top_p")},
-    **{f"strategy.{k}": (1, True) for k in ("rollout_max_new_tokens", "group_size")},
     **{f"trainer.{k}": (1, True) for k in ("num_nodes", "check_val_every_n_epoch", "log_every_n_steps")},
     "trainer.accumulate_grad_batches": (1, True),
     **{f"trainer.{k}": (0, True) for k in ("gradient_clip_val", "limit_val_batches", "torch_threads")},
@@ -652,9 +716,6 @@ _AT_LEAST: dict[str, tuple[float, bool]] = {
 #: Highest value (and whether it is allowed).
 _AT_MOST: dict[str, tuple[float, bool]] = {
     "model.lora_dropout": (1, False),
-    "strategy.warmup_ratio": (1, True),
-    "strategy.min_lr_ratio": (1, True),
-    "strategy.rollout_top_p": (1, True),
 }
 
 
@@ -672,13 +733,9 @@ def _check_numbers(cfg: DictConfig) -> None:
         if not math.isfinite(value):
             raise ConfigError(f"bad value for '{key}': {value}. Give a finite number")
     for key, (low, inclusive) in _AT_LEAST.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        if isinstance(value, int | float) and (value < low or (value == low and not inclusive)):
-            raise ConfigError(f"bad value for '{key}': {value}. It must be {'>=' if inclusive else '>'} {low}")
+        check_at_least(cfg, key, low, inclusive)
     for key, (high, inclusive) in _AT_MOST.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        if isinstance(value, int | float) and (value > high or (value == high and not inclusive)):
-            raise ConfigError(f"bad value for '{key}': {value}. It must be {'<=' if inclusive else '<'} {high}")
+        check_at_most(cfg, key, high, inclusive)
     epochs = cfg.trainer.max_epochs
     if epochs < -1 or (epochs == -1 and cfg.trainer.max_steps < 1):
         raise ConfigError(
@@ -701,10 +758,12 @@ def _numbers(node: Any, prefix: str = "") -> list[tuple[str, float]]:
 def _check(cfg: DictConfig) -> None:
     """Cross-field checks that the types alone cannot express."""
     for key, valid in valid_choices().items():
-        value = OmegaConf.select(cfg, key)
-        if value not in valid:
-            raise ConfigError(f"bad value for '{key}': {value!r}. Valid choices: {', '.join(valid)}")
+        check_choice(cfg, key, valid)
     _check_numbers(cfg)
+    settings = strategy_settings(cfg.strategy.name)
+    if OmegaConf.get_type(cfg.strategy) is not settings:  # set past compose (e.g. cfg.strategy.name = ...)
+        raise ConfigError(f"cfg.strategy is not typed {settings.__name__}, strategy {cfg.strategy.name}'s settings")
+    settings.check(cfg)
     # a family's own name loads its checkpoint; its alias (tiny_name) builds the random twin offline
     if cfg.model.name in BACKBONES.names() and not cfg.model.path:
         raise ConfigError(
@@ -714,7 +773,7 @@ def _check(cfg: DictConfig) -> None:
     _check_data(cfg.data)
     if len(set(cfg.data.classes)) != len(cfg.data.classes) or len(cfg.data.classes) < 2:
         raise ConfigError(f"data.classes must list at least two distinct names, got {list(cfg.data.classes)}")
-    for key in ("data.batch_size", "data.eval_batch_size", "strategy.max_new_tokens"):
+    for key in ("data.batch_size", "data.eval_batch_size"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"'{key}' must be >= 1")
     if cfg.trainer.distributed.startswith(("ddp_spawn", "ddp_notebook", "ddp_fork")):
@@ -724,46 +783,11 @@ def _check(cfg: DictConfig) -> None:
         )
     if cfg.trainer.checkpoint_every_n_steps < 0:
         raise ConfigError("'trainer.checkpoint_every_n_steps' must be >= 0")
-    if not 0.0 <= cfg.strategy.cot_token_dropout < 1.0:
-        raise ConfigError("'strategy.cot_token_dropout' must be in [0, 1)")
-    if cfg.strategy.name == "grpo" and cfg.strategy.include_curated and not cfg.strategy.use_cot:
-        raise ConfigError(
-            "strategy.include_curated=true (GRPO_z) adds the curated reasoning to each group: it needs "
-            "strategy.use_cot=true"
-        )
-    if cfg.strategy.name == "grpo" and (cfg.strategy.rollout_top_p < 1.0 or cfg.strategy.rollout_top_k > 0):
-        raise ConfigError(
-            f"strategy.rollout_top_p={cfg.strategy.rollout_top_p} / rollout_top_k={cfg.strategy.rollout_top_k}: GRPO "
-            "takes its importance ratio and KL under the sampling distribution (logits / rollout_temperature); a "
-            "truncated one would change both and, without CoT, break the reward's gradient identity. Set "
-            "strategy.rollout_top_p=1.0 and strategy.rollout_top_k=0 (control diversity with rollout_temperature)"
-        )
-    if cfg.strategy.rollout_top_k < 0 or not 0.0 < cfg.strategy.rollout_top_p <= 1.0:
-        raise ConfigError("'strategy.rollout_top_k' must be >= 0 and 'strategy.rollout_top_p' in (0, 1]")
-    if cfg.strategy.rollout_temperature <= 0:
-        raise ConfigError("'strategy.rollout_temperature' must be > 0")
-    if cfg.strategy.name == "grpo" and cfg.strategy.num_iterations < 1:
-        raise ConfigError("'strategy.num_iterations' must be >= 1 (optimisation passes per batch of rollouts)")
-    if cfg.strategy.name == "grpo" and cfg.trainer.accumulate_grad_batches > 1 and cfg.strategy.num_iterations > 1:
-        raise ConfigError(
-            f"strategy.num_iterations={cfg.strategy.num_iterations} optimisation passes need the whole rollout batch "
-            f"in each step, so they cannot accumulate gradients over trainer.accumulate_grad_batches="
-            f"{cfg.trainer.accumulate_grad_batches} batches: set one of them to 1"
-        )
-    if cfg.strategy.name == "dpo" and cfg.strategy.num_rollouts < 1:
-        raise ConfigError("'strategy.num_rollouts' must be >= 1: DPO needs at least one rollout to reject")
-    if cfg.strategy.name == "grpo":
-        members = cfg.strategy.group_size + int(cfg.strategy.include_curated)
-        if members < 2:
-            raise ConfigError(
-                f"GRPO groups have {members} member(s) (strategy.group_size={cfg.strategy.group_size}"
-                f"{' + the curated one' if cfg.strategy.include_curated else ''}): advantages are relative to the "
-                "group, so set strategy.group_size >= 2 (or >= 1 with strategy.include_curated=true)"
-            )
 
 
 def _check_data(data: DictConfig) -> None:
-    """The corpus keys: a manifest needs its path (and may supply the classes), folds and shares in range."""
+    """The corpus keys: a manifest needs its path (and may supply the classes), the chosen corpus's
+    own checks (``CorpusReader.check``: IEMOCAP's fold), shares in range."""
     if data.name == "manifest":
         if not data.path:
             raise ConfigError("data=manifest needs data.path=FILE.jsonl")
@@ -774,8 +798,10 @@ def _check_data(data: DictConfig) -> None:
                 data.classes = manifest_classes(data.path)
             except ValueError as err:
                 raise ConfigError(f"data.classes=[] takes the manifest's class names, but {err}") from None
-    if not 1 <= data.fold <= 5:
-        raise ConfigError(f"'data.fold' must be 1..5 (the IEMOCAP session to test on), got {data.fold}")
+    corpus_check = getattr(CORPORA[data.name], "check", None)  # the settings only that corpus reads
+    problem = corpus_check(data) if corpus_check else None
+    if problem:
+        raise ConfigError(problem)
     if min(data.val_fraction, data.test_fraction) < 0 or data.val_fraction + data.test_fraction >= 1:
         raise ConfigError("'data.val_fraction' and 'data.test_fraction' must be >= 0 with a sum below 1")
     if data.max_seconds <= 0:
@@ -787,7 +813,17 @@ def _check_data(data: DictConfig) -> None:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The docstring written under each dataclass field (attribute docstrings, read from source)."""
+    """The docstring written under each dataclass field (attribute docstrings, read from source),
+    the fields a settings class inherits included."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
+    """The docstrings under the fields written in ``cls``'s own body."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
@@ -808,18 +844,38 @@ def describe(cfg: DictConfig, cls: type = RunConfig, prefix: str = "") -> list[s
     lines: list[str] = []
     docs = field_docs(cls)
     hints = _field_types(cls)
-    choices = valid_choices()
+    choices = valid_choices() | {f"{prefix}{key}": valid for key, valid in inherited(cls, "CHOICES").items()}
     for f in fields(cls):
         hint = hints[f.name]
         value = cfg[f.name]
         if isinstance(hint, type) and is_dataclass(hint):
-            lines.extend(describe(value, hint, f"{prefix}{f.name}."))
+            # a section typed by a subclass (the chosen strategy's settings) shows that class's keys
+            lines.extend(describe(value, OmegaConf.get_type(value) or hint, f"{prefix}{f.name}."))
             continue
         shown = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
         valid = choices.get(f"{prefix}{f.name}")
         listed = f" Choices: {', '.join(valid)}." if valid else ""
         lines.append(f"  {prefix}{f.name} = {shown!r}  # {docs.get(f.name, '')}{listed}")
     return lines
+
+
+def saved_run_config(saved: DictConfig, source: str) -> DictConfig:
+    """A saved run config (a run folder's ``config.yaml``) on the typed schema, so settings added
+    since have their defaults. Configs saved before the settings were split by strategy hold every
+    strategy's keys: the other strategies' are dropped, and a renamed key is read under its new
+    name (silently: a run's saved file is not the user's to edit)."""
+    settings = strategy_settings(OmegaConf.select(saved, "strategy.name", default=StrategyConfig.name))
+    section = saved.get("strategy") if "strategy" in saved else None
+    if isinstance(section, DictConfig):
+        own, renamed = {f.name for f in fields(settings)}, inherited(settings, "RENAMED")
+        every = {f.name for name in STRATEGIES.names() for f in fields(strategy_settings(name))}
+        with open_dict(section):
+            for key in [k for k in section if k not in own]:
+                if key in renamed and renamed[key] not in section:
+                    section[renamed[key]] = section.pop(key)
+                elif key in every:
+                    section.pop(key)
+    return _merge(OmegaConf.structured(RunConfig), saved, source)
 
 
 def to_yaml(cfg: DictConfig) -> str:

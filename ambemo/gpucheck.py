@@ -193,7 +193,8 @@ def train_overrides(experiment: str, args: argparse.Namespace, out: Path) -> lis
         "data.batch_size=2",
         "data.eval_batch_size=2",
         "strategy.max_new_tokens=16",
-        "strategy.rollout_max_new_tokens=16",
+        # the rollouts' budget is a setting of the on-policy strategies (dpo_cot, grpoz_cot) only
+        *(["strategy.rollout_max_new_tokens=16"] if experiment.startswith(("dpo", "grpo")) else []),
         f"out_dir={out / 'runs'}",
     ]
 

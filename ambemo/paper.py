@@ -91,7 +91,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("trainer.accumulate_grad_batches", TRAINED, 16, "", "16 utterances per optimizer step (same block)"),
     Setting("strategy.beta", ("dpo",), 0.1, "", "TRL DPOConfig default beta (0.1)"),
     Setting(
-        "strategy.beta",
+        "strategy.ref_kl_weight",
         GRPO_ROWS,
         0.04,
         "objective has - beta KL(pi || pi_ref) (Eq. 7); beta not given",

@@ -61,6 +61,7 @@ MAY_DIFFER_ON_RESUME = (
     "logger",
     "trainer.devices",
     "trainer.num_nodes",
+    "trainer.distributed",
     "trainer.accelerator",
     "trainer.torch_threads",
     "data.num_workers",

@@ -110,15 +110,17 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 
 def read_config(run_dir: Path) -> DictConfig:
-    """A run's ``config.yaml`` on the typed schema (so settings added since have their defaults)."""
-    from ambemo.config import RunConfig, renamed_keys
+    """A run's ``config.yaml`` on the typed schema (so settings added since have their defaults;
+    renamed keys are read under their new names, and configs saved before the per-strategy
+    settings are read as ``ambemo.config.saved_run_config`` says)."""
+    from ambemo.config import renamed_keys, saved_run_config
 
     path = run_dir / CONFIG
     if not path.is_file():
         raise RunFolderError(f"{run_dir}: not a run folder (no {CONFIG}). Pass runs/<experiment>/<timestamp>")
     try:
         saved = renamed_keys(OmegaConf.load(path), str(path))  # a run saved before a key was renamed
-        return OmegaConf.merge(OmegaConf.structured(RunConfig), saved)  # type: ignore[return-value]
+        return saved_run_config(saved, str(path))
     except Exception as err:  # omegaconf and yaml errors: all mean the file does not fit the schema
         raise RunFolderError(f"{path}: cannot read it as a run config: {err}") from None
 

@@ -177,7 +177,9 @@ def test_grpoz_reads_every_member_in_eval_mode(monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.parametrize("rule", ["group_max", "own"])
 def test_grpoz_member_order_reward_and_advantage_follow_the_rule(monkeypatch: pytest.MonkeyPatch, rule: str) -> None:
-    module = _module("grpoz_cot", "strategy.group_size=2", f"strategy.curated_reward={rule}", "strategy.beta=0")
+    module = _module(
+        "grpoz_cot", "strategy.group_size=2", f"strategy.curated_reward={rule}", "strategy.ref_kl_weight=0"
+    )
     batch = _batch(module)
     target = batch["target"]
     # rollout 0 of each utterance reads out the human distribution exactly (reward 0, the best

@@ -65,7 +65,13 @@ def run(overrides: list[str]) -> Path:
         # reasoning-token dropout and LoRA dropout draw random numbers; the own-reasoning KL generates
         ["experiment=sft_cot", "strategy.cot_token_dropout=0.2"],
         # rollouts are sampled: the RNG must come back for the same rollouts to be drawn
-        ["experiment=dpo_cot", "model.init_from=null", "strategy.num_rollouts=2", "strategy.rejected_min_js=0"],
+        [
+            "experiment=dpo_cot",
+            "model.init_from=null",
+            "strategy.num_rollouts=2",
+            "strategy.rejected_min_js=0",
+            "strategy.rollout_max_new_tokens=6",
+        ],
     ],
     ids=["sft_cot", "dpo_cot"],
 )
@@ -85,7 +91,6 @@ def test_preempted_run_resumes_exactly(
         "trainer.log_every_n_steps=1",
         "trainer.test_weights=last",
         "strategy.max_new_tokens=6",
-        "strategy.rollout_max_new_tokens=6",
     ]
     uninterrupted = per_step(run(overrides))
     assert sorted(uninterrupted) == list(range(STEPS)) and all("train/loss" in r for r in uninterrupted.values())

@@ -18,9 +18,10 @@ TINY = [
     "data.eval_batch_size=2",
     "data.limit_eval=2",
     "strategy.max_new_tokens=4",
-    "strategy.rollout_max_new_tokens=4",
     "logger=csv",
 ]
+#: The rollouts' budget: a setting of the on-policy strategies only (each strategy has its own keys).
+ROLLOUT = ["strategy.rollout_max_new_tokens=4"]
 REAL = ["trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1", "data.limit_train=8"]
 
 
@@ -44,6 +45,8 @@ def test_fast_dev_run_of_every_experiment_then_real_runs(
 
             root = build_release(tmp_path / "IEMOCAP_full_release")
             extra = [f"data.root={root}", "data.classes=[anger,happiness,sadness,neutral]"]
+        if "rollout_max_new_tokens" in compose(name, []).strategy:
+            extra += ROLLOUT
         printed = _train([f"experiment={name}", *fast, *extra], capsys)
         (run,) = run_folders(out, name)
         assert status(run) == FAST_DEV_RUN, name
@@ -60,7 +63,7 @@ def test_fast_dev_run_of_every_experiment_then_real_runs(
     newer = run_folders(out, "sft_cot")[-1]
     assert status(newer) == FAST_DEV_RUN
 
-    printed = _train(["experiment=dpo_cot", *fast_overrides, *TINY, *REAL], capsys)
+    printed = _train(["experiment=dpo_cot", *fast_overrides, *TINY, *ROLLOUT, *REAL], capsys)
     assert f"latest:sft_cot: skipped {newer}: a fast_dev_run" in printed
     dpo = latest_run(out, "dpo_cot")
     assert dpo is not None and status(dpo) == FINISHED

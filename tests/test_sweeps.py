@@ -118,7 +118,8 @@ def test_agent_command_runs_a_fast_dev_run(
         "data.batch_size=2",
         "data.eval_batch_size=4",
         "strategy.max_new_tokens=8",
-        "strategy.rollout_max_new_tokens=8",
+        # the rollouts' budget is a setting of the on-policy strategies only
+        *(["strategy.rollout_max_new_tokens=8"] if name != "sft_cot" else []),
     ]
     monkeypatch.setenv("AMBEMO_OVERRIDES", " ".join(fast))
     monkeypatch.setenv("AMBEMO_RUN_DIR", str(tmp_path / "trial"))

@@ -47,6 +47,9 @@ class CorpusReader:
     the corpus folder (the file's folder, for a file)."""
     prepare: Callable[[DictConfig], None] | None = None
     """Run before reading, e.g. to generate the corpus on first use."""
+    check: Callable[[DictConfig], str | None] | None = None
+    """Checks the settings only this corpus reads (the data config): what is wrong, naming the key,
+    or None. ``ambemo.config`` raises it as a config error, for the chosen corpus only."""
 
 
 def reader(cfg: DictConfig) -> CorpusReader:
@@ -127,6 +130,11 @@ def _generate_synthetic(cfg: DictConfig) -> None:
     generate_corpus(cfg.root, seed=cfg.seed, max_seconds=cfg.max_seconds, **sizes)
 
 
+def _check_iemocap(cfg: DictConfig) -> str | None:
+    """The fold names one of IEMOCAP's five sessions."""
+    return None if 1 <= cfg.fold <= 5 else f"'data.fold' must be 1..5 (the IEMOCAP session to test on), got {cfg.fold}"
+
+
 def _read_iemocap(source: Path, cfg: DictConfig, report: SkipReport) -> list[Utterance]:
     return read_iemocap(
         source,
@@ -150,5 +158,5 @@ CORPORA.register("synthetic")(
     CorpusReader(_read_manifest, source=lambda cfg: Path(cfg.root) / "manifest.jsonl", prepare=_generate_synthetic)
 )
 CORPORA.register("manifest")(CorpusReader(_read_manifest, source=_manifest_file))
-CORPORA.register("iemocap")(CorpusReader(_read_iemocap))
+CORPORA.register("iemocap")(CorpusReader(_read_iemocap, check=_check_iemocap))
 CORPORA.register("crema_d")(CorpusReader(_read_crema_d))

@@ -15,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import ClassVar, TypeVar
 
 import lightning as L
 import torch
 from omegaconf import DictConfig
 
+from ambemo.config import ConfigError, StrategyConfig
 from ambemo.cot.budget import generation_budget_report
 from ambemo.metrics.metrics import DistributionMetrics
 from ambemo.model.backbone import Backbone
@@ -49,8 +51,57 @@ def warmup_cosine(step: int, total: int, warmup_ratio: float, min_ratio: float) 
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+@dataclass
+class SupervisedLossConfig(StrategyConfig):
+    """The supervised terms that SFT and DPO add to their loss: KL at the answer slot and CE on the
+    curated reasoning."""
+
+    kl_weight: float = 1.0
+    """lambda: weight of KL(p_human || p_model) at the answer slot (0 = the KL ablation)."""
+    ce_weight: float = 1.0
+    """Weight of the token cross-entropy on the curated reasoning (ignored without CoT)."""
+
+    AT_LEAST: ClassVar[dict[str, tuple[float, bool]]] = {"kl_weight": (0, True), "ce_weight": (0, True)}
+
+
+@dataclass
+class OnPolicyConfig(StrategyConfig):
+    """Settings of the on-policy strategies (DPO, GRPO): how training rollouts are sampled."""
+
+    rollout_temperature: float = 1.0
+    """Sampling temperature of training rollouts (DPO and GRPO; without CoT, of the emotions
+    drawn from p_hat)."""
+    rollout_top_p: float = 1.0
+    """Nucleus sampling of training rollouts (1.0 = off; also applies to emotions drawn without CoT).
+    GRPO refuses < 1: its ratio and KL would be taken under a distribution the sampler did not use."""
+    rollout_top_k: int = 0
+    """Top-k sampling of training rollouts (0 = off). GRPO refuses > 0, as ``rollout_top_p``. Every
+    sampling setting is explicit: nothing comes from the checkpoint's generation config."""
+    rollout_max_new_tokens: int = 160
+    """Most reasoning tokens per rollout before the answer slot is forced."""
+
+    AT_LEAST: ClassVar[dict[str, tuple[float, bool]]] = {
+        "rollout_temperature": (0, False),
+        "rollout_top_p": (0, False),
+        "rollout_max_new_tokens": (1, True),
+    }
+    AT_MOST: ClassVar[dict[str, tuple[float, bool]]] = {"rollout_top_p": (1, True)}
+
+    @classmethod
+    def check(cls, cfg: DictConfig) -> None:
+        super().check(cfg)
+        s = cfg.strategy
+        if s.rollout_top_k < 0 or not 0.0 < s.rollout_top_p <= 1.0:
+            raise ConfigError("'strategy.rollout_top_k' must be >= 0 and 'strategy.rollout_top_p' in (0, 1]")
+        if s.rollout_temperature <= 0:
+            raise ConfigError("'strategy.rollout_temperature' must be > 0")
+
+
 class EmotionModule(L.LightningModule):
     """Base LightningModule: a backbone plus shared evaluation and optimisation."""
+
+    settings: ClassVar[type[StrategyConfig]] = StrategyConfig
+    """The strategy's settings class: the schema of ``cfg.strategy`` when this strategy is chosen."""
 
     def __init__(self, cfg: DictConfig, backbone: Backbone) -> None:
         super().__init__()
@@ -179,6 +230,8 @@ class OnPolicyModule(EmotionModule):
     reference policy. With LoRA the reference is the same weights with adapters disabled (no
     second copy in memory); with full fine-tuning it is a frozen copy of the starting weights,
     made by ``freeze_reference`` once those are loaded."""
+
+    settings: ClassVar[type[StrategyConfig]] = OnPolicyConfig
 
     def __init__(self, cfg: DictConfig, backbone: Backbone) -> None:
         super().__init__(cfg, backbone)

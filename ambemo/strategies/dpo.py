@@ -27,19 +27,48 @@ terms, so every DDP rank steps on every batch.
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+from typing import ClassVar
 
+import torch
+from omegaconf import DictConfig
+
+from ambemo.config import ConfigError
 from ambemo.metrics.functional import js_divergence
 from ambemo.model.readout import LazyLogits, class_logits
 from ambemo.objectives.distribution import readout_kl
 from ambemo.objectives.policy import dpo_loss
 from ambemo.registry import STRATEGIES
-from ambemo.strategies.base import OnPolicyModule, labelled_logprobs
+from ambemo.strategies.base import OnPolicyConfig, OnPolicyModule, SupervisedLossConfig, labelled_logprobs
+
+
+@dataclass
+class DPOConfig(OnPolicyConfig, SupervisedLossConfig):
+    """DPO's settings: the rollouts a rejected sequence is chosen from, and the preference loss."""
+
+    num_rollouts: int = 4
+    """Rollouts sampled per utterance to find a rejected one (reasonings; without CoT, emotions
+    drawn from the read-out p_hat)."""
+    rejected_min_js: float = 0.05
+    """The worst rollout is rejected only if its JS (bits) to the human distribution exceeds this;
+    utterances without one are skipped and counted (``train/dpo_skipped``)."""
+    beta: float = 0.1
+    """Inverse temperature of the preference loss (trl's DPO ``beta``)."""
+
+    AT_LEAST: ClassVar[dict[str, tuple[float, bool]]] = {"rejected_min_js": (0, True), "beta": (0, True)}
+
+    @classmethod
+    def check(cls, cfg: DictConfig) -> None:
+        super().check(cfg)
+        if cfg.strategy.num_rollouts < 1:
+            raise ConfigError("'strategy.num_rollouts' must be >= 1: DPO needs at least one rollout to reject")
 
 
 @STRATEGIES.register("dpo")
 class DPOModule(OnPolicyModule):
     """Curated reasoning vs the policy's worst rollout, plus the KL read-out and CE terms."""
+
+    settings = DPOConfig
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         if not self.use_cot:

@@ -3,7 +3,7 @@
 Per utterance: K reasonings sampled from the current policy; each is read out and rewarded
 r = -KL(p_human || p_hat) + format_weight * r_format (``ambemo.objectives.rewards``);
 advantages are the rewards normalised within the utterance's group; the loss is the clipped,
-token-level, length-normalised ratio objective plus beta * KL(pi || pi_ref).
+token-level, length-normalised ratio objective plus ref_kl_weight * KL(pi || pi_ref) (trl's ``beta``).
 
 Every log-prob (pi, pi_old, pi_ref) is taken under the distribution the rollouts were sampled
 from: softmax(logits / rollout_temperature), as trl does; top-k / top-p are refused for GRPO
@@ -51,16 +51,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from omegaconf import DictConfig
 
+from ambemo.config import ConfigError
 from ambemo.model.backbone import Backbone
 from ambemo.model.readout import LazyLogits, readout_after
 from ambemo.objectives.policy import group_advantages, grpo_loss
 from ambemo.objectives.rewards import answer_reward, distribution_reward, format_reward
 from ambemo.registry import STRATEGIES
-from ambemo.strategies.base import OnPolicyModule, labelled_logprobs
+from ambemo.strategies.base import OnPolicyConfig, OnPolicyModule, labelled_logprobs
 
 
 @dataclass
@@ -72,14 +74,86 @@ class RolloutBatch:
     advantages: torch.Tensor
     """Group-normalised advantage per member, (B*G,)."""
     reference_logp: torch.Tensor | None
-    """Reference policy's log-probs of the same tokens (None when beta = 0)."""
+    """Reference policy's log-probs of the same tokens (None when ref_kl_weight = 0)."""
     logs: dict[str, torch.Tensor]
     """Rollout statistics (rewards) to log once."""
+
+
+@dataclass
+class GRPOConfig(OnPolicyConfig):
+    """GRPO's settings (GRPO_z with ``include_curated``): the groups, their rewards, the clipped objective."""
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"curated_reward": ("group_max", "own")}
+    # before the settings were split by strategy, one ``beta`` was DPO's temperature and GRPO's KL weight
+    RENAMED: ClassVar[dict[str, str]] = {"beta": "ref_kl_weight"}
+
+    group_size: int = 4
+    """K sampled trajectories per utterance (GRPO_z adds the curated one as member K+1)."""
+    include_curated: bool = False
+    """GRPO_z: the curated reasoning joins each group as member K+1 (rewarded by ``curated_reward``)."""
+    curated_reward: str = "group_max"
+    """GRPO_z: the curated member's reward. ``group_max`` (the paper: it "consistently receives the
+    highest reward"): its own reward raised to the best of its group, so its advantage is never
+    below any sampled member's; ``own``: rewarded from its own read-out like any member (it can
+    then get a negative advantage when a rollout reads out closer to the human distribution)."""
+    ref_kl_weight: float = 0.1
+    """Weight of KL(pi || pi_ref), the policy's divergence from the reference (trl's GRPO ``beta``;
+    ``strategy.beta`` is read as this key, with a warning, until the next release)."""
+    clip_epsilon: float = 0.2
+    """The ratio pi / pi_old is clipped to [1 - eps, 1 + eps]."""
+    num_iterations: int = 1
+    """Optimisation passes (optimizer steps) per batch of rollouts, each against the same pi_old
+    (trl's ``num_iterations``, the PPO epochs). >1 reuses the costly rollouts; the clip then
+    matters. The LR schedule counts every pass."""
+    format_weight: float = 0.1
+    """Weight of the format reward (lambda_3); reward = -KL(p_human || p_hat) + w * r_format.
+    Unused without CoT (no text to check)."""
+
+    AT_LEAST: ClassVar[dict[str, tuple[float, bool]]] = {
+        "group_size": (1, True),
+        "ref_kl_weight": (0, True),
+        "clip_epsilon": (0, True),
+        "format_weight": (0, True),
+    }
+
+    @classmethod
+    def check(cls, cfg: DictConfig) -> None:
+        super().check(cfg)
+        s = cfg.strategy
+        if s.include_curated and not s.use_cot:
+            raise ConfigError(
+                "strategy.include_curated=true (GRPO_z) adds the curated reasoning to each group: it needs "
+                "strategy.use_cot=true"
+            )
+        if s.rollout_top_p < 1.0 or s.rollout_top_k > 0:
+            raise ConfigError(
+                f"strategy.rollout_top_p={s.rollout_top_p} / rollout_top_k={s.rollout_top_k}: GRPO takes its "
+                "importance ratio and KL under the sampling distribution (logits / rollout_temperature); a "
+                "truncated one would change both and, without CoT, break the reward's gradient identity. Set "
+                "strategy.rollout_top_p=1.0 and strategy.rollout_top_k=0 (control diversity with rollout_temperature)"
+            )
+        if s.num_iterations < 1:
+            raise ConfigError("'strategy.num_iterations' must be >= 1 (optimisation passes per batch of rollouts)")
+        if cfg.trainer.accumulate_grad_batches > 1 and s.num_iterations > 1:
+            raise ConfigError(
+                f"strategy.num_iterations={s.num_iterations} optimisation passes need the whole rollout batch "
+                f"in each step, so they cannot accumulate gradients over trainer.accumulate_grad_batches="
+                f"{cfg.trainer.accumulate_grad_batches} batches: set one of them to 1"
+            )
+        members = s.group_size + int(s.include_curated)
+        if members < 2:
+            raise ConfigError(
+                f"GRPO groups have {members} member(s) (strategy.group_size={s.group_size}"
+                f"{' + the curated one' if s.include_curated else ''}): advantages are relative to the "
+                "group, so set strategy.group_size >= 2 (or >= 1 with strategy.include_curated=true)"
+            )
 
 
 @STRATEGIES.register("grpo")
 class GRPOModule(OnPolicyModule):
     """Group-relative policy optimisation on the read-out's distribution reward."""
+
+    settings = GRPOConfig
 
     def __init__(self, cfg: DictConfig, backbone: Backbone) -> None:
         super().__init__(cfg, backbone)
@@ -117,7 +191,7 @@ class GRPOModule(OnPolicyModule):
             if old_logp is None:
                 old_logp = logp.detach()  # pi_old: the weights that sampled (nothing stepped yet)
             loss, mean_kl = grpo_loss(
-                logp, old_logp, rollouts.advantages, mask, s.clip_epsilon, s.beta, rollouts.reference_logp
+                logp, old_logp, rollouts.advantages, mask, s.clip_epsilon, s.ref_kl_weight, rollouts.reference_logp
             )
             backward(loss)
             if step is not None:
@@ -192,7 +266,7 @@ class GRPOModule(OnPolicyModule):
         temperature = s.rollout_temperature  # the distribution the rollouts were drawn from
         labels = seq["labels"]
         reference = None
-        if s.beta:
+        if s.ref_kl_weight:
             reference = self.reference(seq, lambda ref: labelled_logprobs(ref, labels, temperature)[0])
         return RolloutBatch(
             score=lambda: labelled_logprobs(LazyLogits(self.model, seq), labels, temperature),
@@ -211,7 +285,7 @@ class GRPOModule(OnPolicyModule):
         drawn = torch.multinomial(sampling, s.group_size, replacement=True)  # (B, K)
         rewards = answer_reward(target, sampling.log(), drawn)
         reference = None
-        if s.beta:
+        if s.ref_kl_weight:
             reference_log_p = self.reference(batch, lambda ref: self.answer_log_probs(ref, batch))
             reference = reference_log_p.gather(1, drawn).reshape(-1, 1)
 

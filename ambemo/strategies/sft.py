@@ -13,9 +13,13 @@ reasoning during training and of the *generated* one in evaluation.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
+from omegaconf import DictConfig
 
+from ambemo.config import ConfigError
 from ambemo.model.generation import generate_reasoning
 from ambemo.model.readout import class_logits, forward_hidden, forward_logits, gather_rows, output_head, readout_after
 from ambemo.objectives.distribution import (
@@ -25,7 +29,7 @@ from ambemo.objectives.distribution import (
     token_cross_entropy,
 )
 from ambemo.registry import STRATEGIES
-from ambemo.strategies.base import EmotionModule
+from ambemo.strategies.base import EmotionModule, SupervisedLossConfig
 
 
 def corrupt_reasoning(batch: dict, rate: float, slot_length: int, ordinary_ids: torch.Tensor) -> torch.Tensor:
@@ -43,9 +47,36 @@ def corrupt_reasoning(batch: dict, rate: float, slot_length: int, ordinary_ids: 
     return torch.where(replace, random_ids, ids)
 
 
+@dataclass
+class SFTConfig(SupervisedLossConfig):
+    """SFT's settings: the supervised terms' weights, and its variants' extra terms."""
+
+    answer_ce_weight: float = 0.0
+    """Weight of a hard cross-entropy on the majority class's token at the answer slot (plain-SFT
+    baseline; the KL ablation uses it so the model still learns to name an emotion there)."""
+    own_readout_weight: float = 0.0
+    """Weight of a second KL(p_human || p_hat), read after the model's *own* greedy reasoning
+    (generated each step without gradient; the read-out forward has gradient). The read-out then
+    learns how far to trust the reasoning it will read at test time. 0 = the paper's SFT."""
+    cot_token_dropout: float = 0.0
+    """Training: replace this fraction of the curated reasoning's *input* tokens by random tokens
+    (the CE targets stay the true tokens). The read-out then learns not to trust the reasoning
+    blindly: at test time it reads the model's own, imperfect reasoning, not the curated one."""
+
+    AT_LEAST: ClassVar[dict[str, tuple[float, bool]]] = {"answer_ce_weight": (0, True), "own_readout_weight": (0, True)}
+
+    @classmethod
+    def check(cls, cfg: DictConfig) -> None:
+        super().check(cfg)
+        if not 0.0 <= cfg.strategy.cot_token_dropout < 1.0:
+            raise ConfigError("'strategy.cot_token_dropout' must be in [0, 1)")
+
+
 @STRATEGIES.register("sft")
 class SFTModule(EmotionModule):
     """Token CE on the curated reasoning plus lambda * KL at the answer slot."""
+
+    settings = SFTConfig
 
     @functools.cached_property
     def ordinary_token_ids(self) -> torch.Tensor:

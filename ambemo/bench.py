@@ -248,7 +248,9 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
         module.reference_model = None
 
     if "rollouts" in only:
-        rollouts(args, backbone, compose("grpo_cot", [*common, "model.init_from=null", *rollout]), seconds, results)
+        rollouts(
+            args, backbone, compose("grpo_cot", [*common, "model.init_from=null", *rollout["grpo"]]), seconds, results
+        )
     return results
 
 

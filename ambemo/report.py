@@ -200,15 +200,16 @@ def paired_rows(groups: dict[str, dict[int, Path]], baseline: str, resamples: in
             rows.append({"method": experiment, "reason": str(err)})
             continue
         cells = {m: paired_bootstrap(diffs[m], resamples, generator) for m in METRICS}
-        rows.append({"method": experiment, "seeds": seeds, "n": len(ids), **cells})
+        per_seed = diffs["js"].mean(dim=1).tolist()  # the interval above treats seeds as fixed: show them
+        rows.append({"method": experiment, "seeds": seeds, "n": len(ids), **cells, "js_per_seed": per_seed})
     return rows
 
 
 def paired_table(rows: list[dict], baseline: str) -> str:
     """Markdown: difference to ``baseline`` per method, ``*`` where the interval excludes 0."""
     lines = [
-        "| method | paired seeds | n | " + " | ".join(f"Δ{HEADERS[m]}" for m in METRICS) + " |",
-        "|---|---|---|" + "---|" * len(METRICS),
+        "| method | paired seeds | n | " + " | ".join(f"Δ{HEADERS[m]}" for m in METRICS) + " | ΔJS per seed |",
+        "|---|---|---|" + "---|" * (len(METRICS) + 1),
     ]
     notes = []
     for r in rows:
@@ -220,11 +221,16 @@ def paired_table(rows: list[dict], baseline: str) -> str:
             v, lo, hi = r[m]
             mark = " *" if excludes_zero(lo, hi) else ""
             cells.append(f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]{mark}")
+        per_seed = r["js_per_seed"]
+        split = min(per_seed) < 0 < max(per_seed)
+        cells.append(", ".join(f"{d:+.3f}" for d in per_seed) + (" (seeds disagree)" if split else ""))
         lines.append(f"| {r['method']} | {','.join(map(str, r['seeds']))} | {r['n']} | " + " | ".join(cells) + " |")
     legend = (
         f"Method minus {baseline}, per test utterance and seed (seed s paired with seed s), averaged; 95 % "
         "paired bootstrap intervals (utterances resampled jointly across seeds). * = the interval excludes 0. "
-        "Lower is better for JS and Brier, higher for BC and R2."
+        "Lower is better for JS and Brier, higher for BC and R2. The interval holds the seeds fixed: it "
+        "says how sure the average over *these* seeds is, not that another seed would agree; the last "
+        "column gives ΔJS seed by seed, marked where their signs differ."
     )
     return "\n".join([*lines, *(["", *notes] if notes else []), "", legend])
 

@@ -19,7 +19,7 @@ from ambemo.paired import (
     seed_mean_sd,
 )
 from ambemo.report import main as report_main
-from ambemo.report import signal_table, training_signal
+from ambemo.report import paired_rows, paired_table, signal_table, training_signal
 from ambemo.train import latest_run
 
 RIGHT, WRONG = {"a": 0.0, "b": 1.0}, {"a": 1.0, "b": 0.0}
@@ -117,9 +117,23 @@ def test_report_seeds_and_baseline(tmp_path: Path, capsys: pytest.CaptureFixture
     # dpo: a quarter of the utterances wrong vs half: -0.25 bits, interval excluding 0
     assert "| 0,1,2 | 40 | -0.250 [" in paired["headroom/dpo_cot"] and "] *" in paired["headroom/dpo_cot"]
     assert "+0.000 [+0.000, +0.000] |" in paired["grpo_cot"]  # identical to the baseline: no mark
-
+    assert paired["headroom/dpo_cot"].rstrip().endswith("| -0.250, -0.250, -0.250 |")  # seed by seed
     assert report_main(["--runs", str(runs), "--baseline", "nope"]) == 2
     assert "no finished run of it" in capsys.readouterr().err
+
+
+def test_seeds_that_disagree_are_shown_beside_a_pooled_interval(tmp_path: Path) -> None:
+    """One seed far better, two a little worse: the pooled interval excludes 0, the per-seed
+    column says the seeds disagree (what a headroom run with one broken start looked like)."""
+    runs, n = tmp_path / "runs", 40
+    for seed in (0, 1, 2):
+        write_run(runs, "sft_cot", seed, [i % 2 == 0 for i in range(n)] if seed else [False] * n)
+        write_run(runs, "dpo_cot", seed, [True] * n if seed == 0 else [i % 4 == 0 for i in range(n)])
+    rows = paired_rows(runs_by_seed(runs), "sft_cot", 300, seed=0)
+    assert [round(d, 3) for d in rows[0]["js_per_seed"]] == [-1.0, 0.25, 0.25]
+    line = paired_table(rows, "sft_cot").splitlines()[2]
+    assert "| -0.167 [" in line and "] *" in line
+    assert line.endswith("| -1.000, +0.250, +0.250 (seeds disagree) |")
 
 
 def test_latest_run_pairs_seeds(tmp_path: Path) -> None:

@@ -660,7 +660,7 @@ RENAMED_KEYS: dict[str, str] = {"trainer.strategy": "trainer.distributed"}
 _ABSENT = object()
 
 
-def renamed_keys(update: Any, source: str) -> Any:
+def renamed_keys(update: Any, source: str, warn: bool = True) -> Any:
     """``update`` (a mapping about to be merged into a run config) with each old key of
     ``RENAMED_KEYS`` moved to its new name, with a ``FutureWarning`` naming the new key: Python's
     deprecation category meant for users of a program (``DeprecationWarning`` is hidden outside
@@ -677,11 +677,12 @@ def renamed_keys(update: Any, source: str) -> Any:
             raise ConfigError(
                 f"{source}: sets both '{old}' and '{new}'; '{old}' is the old name of '{new}': keep '{new}'"
             )
-        warnings.warn(
-            f"{source}: '{old}' is deprecated, renamed '{new}' (the old name is read until the next release)",
-            FutureWarning,
-            stacklevel=3,
-        )
+        if warn:  # a saved run's config.yaml is read silently: it is not the user's to edit
+            warnings.warn(
+                f"{source}: '{old}' is deprecated, renamed '{new}' (the old name is read until the next release)",
+                FutureWarning,
+                stacklevel=3,
+            )
         OmegaConf.update(update, new, parent.pop(leaf), force_add=True)
     return update
 

@@ -119,7 +119,7 @@ def read_config(run_dir: Path) -> DictConfig:
     if not path.is_file():
         raise RunFolderError(f"{run_dir}: not a run folder (no {CONFIG}). Pass runs/<experiment>/<timestamp>")
     try:
-        saved = renamed_keys(OmegaConf.load(path), str(path))  # a run saved before a key was renamed
+        saved = renamed_keys(OmegaConf.load(path), str(path), warn=False)  # saved before a key was renamed
         return saved_run_config(saved, str(path))
     except Exception as err:  # omegaconf and yaml errors: all mean the file does not fit the schema
         raise RunFolderError(f"{path}: cannot read it as a run config: {err}") from None

@@ -75,9 +75,7 @@ def resumed_run_folder(spec: str | None) -> Path | None:
     if not spec or spec in ("auto", "null", "None"):
         return None
     path = Path(spec)
-    if path.is_dir():
-        return path if (path / CONFIG).is_file() else None
-    return run_dir_of(path) if path.is_file() else None
+    return run_dir_of(last_checkpoint(path) if path.is_dir() else path)  # as find_resume_checkpoint reads it
 
 
 def compose_resumed(overrides: list[str]) -> DictConfig | None:
@@ -112,11 +110,11 @@ def config_differences(cfg: DictConfig, saved: DictConfig) -> list[str]:
     """Keys (``a.b``) whose values differ between two run configs, less ``MAY_DIFFER_ON_RESUME``."""
     ours = _leaves(OmegaConf.to_container(cfg, resolve=True))
     theirs = _leaves(OmegaConf.to_container(saved, resolve=True))
-    allowed = tuple(MAY_DIFFER_ON_RESUME)
+    may_differ = [(a, a + ".") for a in MAY_DIFFER_ON_RESUME]
     return sorted(
         key
         for key in set(ours) | set(theirs)
-        if ours.get(key) != theirs.get(key) and not any(key == a or key.startswith(a + ".") for a in allowed)
+        if ours.get(key) != theirs.get(key) and not any(key == a or key.startswith(dot) for a, dot in may_differ)
     )
 
 

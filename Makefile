@@ -14,6 +14,7 @@ TRIALS ?=
 SEEDS ?=
 SEEDS_HEADROOM ?= 3
 BASELINE ?= sft_cot
+TEST_WORKERS ?= auto
 .PHONY: help setup exp folds test lint format report headroom data clean bench sweep sweep-local browser wheelhouse gpu-check
 
 help: ## Show the targets
@@ -36,8 +37,8 @@ exp: setup ## Run an experiment: make exp NAME=sft_cot [SEEDS=3] [ARGS="trainer.
 folds: setup ## IEMOCAP 5-fold leave-one-session-out, fold-averaged row: make folds NAME=paper/sft_cot_iemocap [ARGS="model.path=..."]
 	$(BIN)/ambemo folds experiment=$(NAME) $(ARGS)
 
-test: setup browser ## Run the test suite (CPU, tiny model)
-	$(BIN)/python -m pytest -q $(ARGS)
+test: setup browser ## Run the test suite (CPU, tiny model) on every core [TEST_WORKERS=auto|N|0] [ARGS=...]
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 browser: ## Chromium + chromedriver for the demo-page test (apt-get, as root, only when missing)
 	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \

@@ -11,7 +11,10 @@ import torch
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.pop("WANDB_API_KEY", None)  # tests never talk to a W&B server
-torch.set_num_threads(2)
+# Under pytest-xdist (`make test` runs one worker per core) each worker keeps to one thread: the tiny
+# model's ops are too small to gain from a second thread, and two workers x two threads on two
+# cores would only contend.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 SMALL = {"n_train": 48, "n_val": 8, "n_test": 8}
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import for_its_corpus
 from omegaconf import OmegaConf
 
 from ambemo.config import EXPERIMENTS_DIR, compose, experiment_names
@@ -50,7 +51,7 @@ def test_experiment_runs(
     one_epoch = ["trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1", "trainer.log_every_n_steps=1"]
     # the rollouts' budget is a setting of the on-policy strategies only
     rollout = ["strategy.rollout_max_new_tokens=24"] if "rollout_max_new_tokens" in compose(name, []).strategy else []
-    cfg = compose(name, [*fast_overrides, *one_epoch, f"out_dir={shared_runs}", *rollout])
+    cfg = compose(name, [*for_its_corpus(name, fast_overrides), *one_epoch, f"out_dir={shared_runs}", *rollout])
     if compose(name, []).trainer.max_epochs == 0:
         cfg.trainer.max_epochs = 0  # evaluation-only experiments (zero-shot, cross-corpus) stay so
     if cfg.data.name == "iemocap":  # cross-corpus evaluation: a miniature IEMOCAP release

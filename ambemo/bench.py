@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ambemo.config import compose, parse_overrides
 from ambemo.model.backbone import Backbone, load_backbone, random_model
@@ -53,11 +53,16 @@ from ambemo.model.generation import generate_sequences
 from ambemo.model.inputs import Clip
 from ambemo.model.prompts import CoT, format_cot
 from ambemo.strategies import EmotionModule, build_strategy
+from ambemo.strategies.base import OnPolicyConfig, OnPolicyModule
 from ambemo.throughput import peak_flops, sft_flops
 
-STEPS = ("sft", "dpo", "grpo", "grpoz")
-MEASUREMENTS = (*STEPS, "rollouts")
+#: The measured training steps and the experiment each one runs: one per built-in strategy, and
+#: GRPO_z, GRPO's variant with the curated member (an experiment, not a strategy). These are the
+#: keys of ``bench.json`` that ``ambemo gpucheck`` and docs/gpu.md read; what a step needs (its
+#: rollouts, its MFU) comes from the experiment's strategy, so a strategy is timed by adding a line.
 EXPERIMENTS = {"sft": "sft_cot", "dpo": "dpo_cot", "grpo": "grpo_cot", "grpoz": "grpoz_cot"}
+STEPS = tuple(EXPERIMENTS)
+MEASUREMENTS = (*STEPS, "rollouts")
 
 
 def build_backbone(cfg: DictConfig, size: str, device: torch.device, layers: int | None = None) -> Backbone:
@@ -184,28 +189,8 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     model_args = ["model=qwen2_audio_7b", "model.path=random-weights"] if args.size == "7b" else []
     common = [*model_args, f"model.finetune={args.finetune}", *overrides]
-    # rollouts per utterance: DPO's num_rollouts, GRPO's group_size (each strategy has only its own)
-    rollout = {
-        "dpo": [f"strategy.num_rollouts={args.group}"],
-        "grpo": [f"strategy.group_size={args.group}"],
-        "grpoz": [f"strategy.group_size={args.group}"],
-    }
     only = args.only.split(",")
-    configs = {
-        name: compose(
-            EXPERIMENTS[name],
-            common
-            if name == "sft"
-            else [
-                *common,
-                "model.init_from=null",
-                *rollout[name],
-                f"strategy.rollout_max_new_tokens={args.new_tokens}",
-            ],
-        )
-        for name in STEPS
-        if name in only
-    }
+    configs = {name: measured_config(EXPERIMENTS[name], common, args) for name in STEPS if name in only}
     base_cfg = configs.get("sft") or compose("sft_cot", common)
     torch.manual_seed(args.seed)
     backbone = build_backbone(base_cfg, args.size, device, args.layers)
@@ -228,16 +213,17 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
 
     for name, cfg in configs.items():
         module = build_strategy(cfg, backbone).to(device)
-        if cfg.model.finetune == "full" and name != "sft":
+        on_policy = isinstance(module, OnPolicyModule)
+        if cfg.model.finetune == "full" and on_policy:
             module.freeze_reference()  # what on_fit_start does: the frozen reference policy
-        rows = args.batch if name == "sft" else 1  # on-policy steps: one prompt, a group of rollouts
+        rows = 1 if on_policy else args.batch  # on-policy steps: one prompt, a group of rollouts
         clips = bench_clips(rows, seconds, args.cot_words, len(cfg.data.classes), args.seed)
         batch = _to(module.encoder.training_batch(clips), device)
         before = _reset_peak(device)
         step_seconds, _ = timed(_train_step(module, batch, optimizer), device, args.steps, args.warmup)
         tokens = int(batch["attention_mask"].sum())
         entry = {"seconds_per_step": step_seconds, "peak_memory_gb": _peak_gb(device), "memory_before_gb": before}
-        if name == "sft":
+        if not on_policy:  # their rollouts are not counted in the batch's tokens: no MFU is claimed
             flops = sft_flops(model, batch)
             entry.update(
                 tokens_per_second=tokens / step_seconds,
@@ -248,10 +234,19 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
         module.reference_model = None
 
     if "rollouts" in only:
-        rollouts(
-            args, backbone, compose("grpo_cot", [*common, "model.init_from=null", *rollout["grpo"]]), seconds, results
-        )
+        rollouts(args, backbone, measured_config(EXPERIMENTS["grpo"], common, args), seconds, results)
     return results
+
+
+def measured_config(experiment: str, common: list[str], args: argparse.Namespace) -> DictConfig:
+    """``experiment`` with the bench's overrides; an on-policy strategy's from the base model, with
+    ``--group`` rollouts per prompt (its ``ROLLOUTS`` setting) of at most ``--new-tokens`` each."""
+    cfg = compose(experiment, common)
+    settings = OmegaConf.get_type(cfg.strategy)
+    if not (isinstance(settings, type) and issubclass(settings, OnPolicyConfig)):
+        return cfg
+    rollout = [f"strategy.{settings.ROLLOUTS}={args.group}", f"strategy.rollout_max_new_tokens={args.new_tokens}"]
+    return compose(experiment, [*common, "model.init_from=null", *rollout])
 
 
 def rollouts(args: argparse.Namespace, backbone: Backbone, cfg: DictConfig, seconds: float, results: dict) -> None:
@@ -308,7 +303,7 @@ def format_results(results: dict) -> str:
         f"{'':<18}{'s/step':>10}{'tokens/s':>12}{'MFU':>8}{mem:>14}{'step own GB':>12}",
     ]
     for name, entry in results["steps"].items():
-        mfu = "-" if name != "sft" else "n/a" if entry["mfu"] is None else f"{100 * entry['mfu']:.1f}%"
+        mfu = "-" if "mfu" not in entry else "n/a" if entry["mfu"] is None else f"{100 * entry['mfu']:.1f}%"
         tps = entry.get("tokens_per_second")
         lines.append(_row(f"{name} step", entry["seconds_per_step"], tps, mfu, entry))
     rollouts = results["rollouts"]

@@ -14,9 +14,10 @@ Building blocks and experiments are looked up in the repository's ``conf/`` and 
 then in each folder of ``AMBEMO_CONFIG_PATH`` (``os.pathsep``-separated) laid out the same way, so
 a plugin adds its own without editing the package (``config_roots``).
 
-The ``strategy`` section is typed by the chosen strategy's settings class (``StrategyConfig``, the
-shared base, or the subclass its module names as ``settings``), retyped whenever a layer sets
-``strategy.name``; a corpus checks the settings only it reads (``CorpusReader.check``).
+The ``strategy`` and ``data`` sections are typed by the chosen strategy's or corpus's settings
+class (``TYPED_SECTIONS``: ``StrategyConfig`` and ``DataConfig``, the shared bases, or the subclass
+the strategy's module or the corpus's reader names as ``settings``), retyped whenever a layer sets
+``strategy.name`` or ``data.name``; each class checks its own fields.
 
 Every field carries a docstring (the string under it); ``ambemo train --help`` prints them.
 Unknown keys, wrong types and unknown group options raise ``ConfigError`` naming the key and
@@ -40,9 +41,10 @@ from typing import Any, ClassVar
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from ambemo.data.labels import CREMA_D_CLASSES
-from ambemo.errors import AmbemoError
-from ambemo.registry import BACKBONES, CORPORA, REGISTRIES, STRATEGIES
+from ambemo.data.settings import DataConfig
+from ambemo.errors import ConfigError
+from ambemo.registry import BACKBONES, REGISTRIES
+from ambemo.schema import SectionSettings, check_at_least, check_at_most, check_choice, inherited
 
 #: Repository root (holds conf/ and experiments/).
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -52,89 +54,6 @@ EXPERIMENTS_DIR = PACKAGE_ROOT / "experiments"
 CONFIG_PATH_ENV = "AMBEMO_CONFIG_PATH"
 
 GROUPS = ("data", "model", "strategy", "trainer", "logger")
-
-
-class ConfigError(AmbemoError, ValueError):
-    """A configuration problem, with a message that says what to change."""
-
-    kind = "config error"
-
-
-@dataclass
-class DataConfig:
-    """Which corpus to read, how to split and batch it."""
-
-    name: str = "synthetic"
-    """Corpus reader (registered in ``ambemo.registry.CORPORA``): ``synthetic`` (the built-in speech
-    corpus, generated on first use), ``manifest`` (a JSONL manifest, ``path``), ``iemocap`` (the
-    official release), ``crema_d`` (a CREMA-D copy), or a plugin's."""
-    root: str = "data/builtin"
-    """Folder of the corpus, relative to the working directory: ``synthetic``: where it is generated;
-    ``iemocap``: the IEMOCAP_full_release folder; ``crema_d``: the folder with AudioWAV/ and processedResults/."""
-    path: str | None = None
-    """``manifest``: the JSONL manifest file (its audio paths are relative to it)."""
-    classes: list[str] = field(default_factory=lambda: list(CREMA_D_CLASSES))
-    """Emotion classes in label order; the read-out scores exactly these names. With ``manifest``,
-    ``[]`` takes the manifest's class names, sorted alphabetically."""
-    seed: int = 0
-    """Seed of the synthetic corpus (clip sampling, prosody jitter, vote redraw, splits) and of the
-    other corpora's seeded splits (CREMA-D actors, manifest lines without a split, IEMOCAP val dialogs)."""
-    fold: int = 1
-    """``iemocap``: leave-one-session-out fold k in 1..5: test = Session k, val = a seeded
-    ``val_fraction`` of the other four sessions' dialogs, train = the rest."""
-    val_fraction: float = 0.1
-    """Seeded validation share of the speakers (``crema_d``; ``manifest`` lines without a split) or
-    of the training sessions' dialogs (``iemocap``)."""
-    test_fraction: float = 0.1
-    """Seeded test share of the speakers (``crema_d``; ``manifest`` lines without a split)."""
-    out_of_set_votes: str = "renormalise"
-    """Votes for categories outside ``classes`` (``iemocap``, ``crema_d``): ``renormalise`` drops them
-    and normalises the rest; ``drop_utterance`` skips the utterance. Both are counted."""
-    multi_label_votes: str = "each"
-    """``iemocap``: an evaluator naming k categories gives each one vote (``each``) or 1/k (``split``)."""
-    consensus_in_classes: bool = False
-    """``iemocap``: keep only utterances whose consensus label is one of ``classes`` (the usual
-    5,531-utterance set with the 4 classes)."""
-    on_bad_labels: str = "error"
-    """A bad label line (not JSON, unknown class, negative/NaN/zero votes, duplicate id...): ``error``
-    names every one with file and line and stops; ``skip`` leaves them out, counted and listed."""
-    on_bad_audio: str = "error"
-    """A missing, unreadable, corrupt, empty, too short or silent audio file, or one below 4 kHz:
-    ``error`` names every one and stops; ``skip`` leaves them out, counted and listed."""
-    n_train: int = 1200
-    """Synthetic corpus: number of training clips."""
-    n_val: int = 150
-    """Synthetic corpus: number of validation clips."""
-    n_test: int = 300
-    """Synthetic corpus: number of test clips."""
-    max_seconds: float = 3.0
-    """Longest audio in seconds (see ``max_duration_policy``)."""
-    max_duration_policy: str = "truncate"
-    """Clips longer than ``max_seconds``: ``truncate`` (keep the start) or ``skip``; both are counted."""
-    cache_dir: str | None = None
-    """Where decoded 16 kHz audio is cached (HF ``datasets`` tables keyed by the audio files and
-    audio settings); None = ``.ambemo-cache/`` in the corpus folder (``root``, or the manifest's)."""
-    batch_size: int = 32
-    """Training batch size (per device)."""
-    bucket_by_length: bool = False
-    """Training batches of similar length (shuffled groups of ~50 batches sorted by estimated tokens:
-    audio seconds x 25 + text characters / 4), so less of each batch is padding. Batch order and
-    membership stay random from epoch to epoch, but less so than plain shuffling."""
-    eval_batch_size: int = 64
-    """Validation/test batch size (per device); evaluation generates, so it is memory-bound differently."""
-    num_workers: int = 0
-    """DataLoader worker processes (0 = load in the main process; features are cached in memory)."""
-    cot_store: str | None = None
-    """Curated CoT store (JSONL from ``ambemo curate``): its accepted reasoning replaces the
-    corpus's own for the training clips it covers."""
-    cache_encoded: bool = True
-    """Keep each clip's encoded prompt (token ids, log-mel features) in memory after first use, so
-    features are extracted once, not every epoch. About 150 KB per clip with 3 s windows, 1.5 MB
-    with Qwen2-Audio's 30 s windows: turn off for large corpora on small hosts."""
-    limit_train: int = 0
-    """Use only the first N training clips (0 = all). For quick experiments and tests."""
-    limit_eval: int = 0
-    """Use only the first N validation and test clips each (0 = all)."""
 
 
 @dataclass
@@ -210,7 +129,7 @@ class ModelConfig:
 
 
 @dataclass
-class StrategyConfig:
+class StrategyConfig(SectionSettings):
     """Settings every training strategy has: its name, the optimiser and evaluation generation.
 
     Each strategy's own settings are a subclass, defined beside its LightningModule and named by
@@ -219,20 +138,15 @@ class StrategyConfig:
     (``strategy_settings``): a key of another strategy is an error that names it, and ``--help``
     lists only the chosen strategy's keys. Each class checks its own fields (``check``)."""
 
-    #: Settings with a fixed set of values, by field name. These tables are per class: a subclass
-    #: lists its own fields, and ``check`` applies those of every class it derives from (``inherited``).
-    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {}
-    #: Lowest value of numeric settings, and whether it is allowed.
+    SECTION: ClassVar[str] = "strategy"
+    NOUN: ClassVar[str] = "strategy"
     AT_LEAST: ClassVar[dict[str, tuple[float, bool]]] = {
         "lr": (0, False),
         "weight_decay": (0, True),
         "warmup_ratio": (0, True),
         "min_lr_ratio": (0, True),
     }
-    #: Highest value, and whether it is allowed.
     AT_MOST: ClassVar[dict[str, tuple[float, bool]]] = {"warmup_ratio": (1, True), "min_lr_ratio": (1, True)}
-    #: Old field names still read, for one release, with a warning: old name -> new name.
-    RENAMED: ClassVar[dict[str, str]] = {}
 
     name: str = "sft"
     """Strategy (registered in ``ambemo.registry.STRATEGIES``): ``sft`` (supervised CoT + KL
@@ -254,44 +168,9 @@ class StrategyConfig:
 
     @classmethod
     def check(cls, cfg: DictConfig) -> None:
-        """Raise ``ConfigError`` for a bad value of these settings. ``cfg`` is the whole run config,
-        for checks that span groups; a subclass checks its own fields after ``super().check(cfg)``."""
-        for key, valid in inherited(cls, "CHOICES").items():
-            check_choice(cfg, f"strategy.{key}", valid)
-        for key, (low, inclusive) in inherited(cls, "AT_LEAST").items():
-            check_at_least(cfg, f"strategy.{key}", low, inclusive)
-        for key, (high, inclusive) in inherited(cls, "AT_MOST").items():
-            check_at_most(cfg, f"strategy.{key}", high, inclusive)
+        super().check(cfg)
         if cfg.strategy.max_new_tokens < 1:
             raise ConfigError("'strategy.max_new_tokens' must be >= 1")
-
-
-def inherited(cls: type, table: str) -> dict[str, Any]:
-    """A per-class table of a settings class (``CHOICES``, ``AT_LEAST``, ``AT_MOST``, ``RENAMED``),
-    merged with those of every class it derives from."""
-    return {k: v for klass in reversed(cls.__mro__) for k, v in vars(klass).get(table, {}).items()}
-
-
-def check_choice(cfg: DictConfig, key: str, valid: tuple[str, ...]) -> None:
-    """Raise ``ConfigError`` unless the setting ``key`` is one of ``valid``."""
-    value = OmegaConf.select(cfg, key)
-    if value not in valid:
-        raise ConfigError(f"bad value for '{key}': {value!r}. Valid choices: {', '.join(valid)}")
-
-
-def check_at_least(cfg: DictConfig, key: str, low: float, inclusive: bool = True) -> None:
-    """Raise ``ConfigError`` if the number at ``key`` is below ``low`` (or equal, when not ``inclusive``);
-    a key the config lacks is passed over."""
-    value = OmegaConf.select(cfg, key, default=None)
-    if isinstance(value, int | float) and (value < low or (value == low and not inclusive)):
-        raise ConfigError(f"bad value for '{key}': {value}. It must be {'>=' if inclusive else '>'} {low}")
-
-
-def check_at_most(cfg: DictConfig, key: str, high: float, inclusive: bool = True) -> None:
-    """Raise ``ConfigError`` if the number at ``key`` is above ``high`` (or equal, when not ``inclusive``)."""
-    value = OmegaConf.select(cfg, key, default=None)
-    if isinstance(value, int | float) and (value > high or (value == high and not inclusive)):
-        raise ConfigError(f"bad value for '{key}': {value}. It must be {'<=' if inclusive else '<'} {high}")
 
 
 @dataclass
@@ -459,13 +338,14 @@ def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
     """Merge ``update`` into the typed ``base``, turning OmegaConf's errors into ones that name the key.
 
     Old names of renamed keys are read as the new ones (``RENAMED_KEYS``). When ``update`` chooses
-    a strategy (``strategy.name``), ``base.strategy`` is retyped by that strategy's settings class
-    first, so the update's keys are checked against it."""
+    a strategy or a corpus (``strategy.name``, ``data.name``), that section of ``base`` is retyped
+    by the chosen entry's settings class first, so the update's keys are checked against it."""
     update = renamed_keys(update, source)
     update = update if isinstance(update, DictConfig) else OmegaConf.create(update)
-    chosen = OmegaConf.select(update, "strategy.name", default=None)
-    base = _typed_strategy(base, chosen if isinstance(chosen, str) else base.strategy.name)
-    _rename_deprecated(update, base.strategy.name, source)
+    for section in TYPED_SECTIONS:
+        chosen = OmegaConf.select(update, f"{section}.name", default=None)
+        base = _typed_section(base, section, chosen if isinstance(chosen, str) else base[section].name)
+        _rename_deprecated(update, section, base[section].name, source)
     try:
         return OmegaConf.merge(base, update)  # type: ignore[return-value]
     except OmegaConfBaseException as err:
@@ -473,54 +353,72 @@ def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
         raise ConfigError(_explain(err, key, source, base)) from None
 
 
-def strategy_settings(name: str) -> type[StrategyConfig]:
-    """The settings class of the strategy that ``strategy.name=name`` selects: its LightningModule's
-    ``settings`` (``StrategyConfig`` itself for a module that declares none)."""
-    if name not in STRATEGIES.choices():
-        valid = ", ".join(STRATEGIES.choices())
-        raise ConfigError(f"bad value for 'strategy.name': {name!r}. Valid choices: {valid}")
-    settings: type[StrategyConfig] = getattr(STRATEGIES[name], "settings", StrategyConfig)
+#: The sections typed by the entry their ``name`` chooses, and the base class of each one's settings.
+TYPED_SECTIONS: dict[str, type[SectionSettings]] = {cls.SECTION: cls for cls in (StrategyConfig, DataConfig)}
+
+
+def section_settings(section: str, name: str) -> type[SectionSettings]:
+    """The settings class that ``<section>.name=name`` selects: the registered entry's ``settings``
+    (the section's base class, e.g. ``DataConfig``, for an entry that names none)."""
+    registry = REGISTRIES[f"{section}.name"]
+    if name not in registry.choices():
+        raise ConfigError(f"bad value for '{section}.name': {name!r}. Valid choices: {', '.join(registry.choices())}")
+    base = TYPED_SECTIONS[section]
+    settings: type[SectionSettings] = getattr(registry[name], "settings", base)
     return settings
 
 
-def _typed_strategy(cfg: DictConfig, name: str) -> DictConfig:
-    """``cfg`` with its strategy section typed by strategy ``name``'s settings class. The values
-    of the fields the new class shares with the old one are kept; the old strategy's own are
-    dropped (they were set for another strategy, which a later layer replaced)."""
-    settings = strategy_settings(name)
-    if OmegaConf.get_type(cfg.strategy) is settings:
+def strategy_settings(name: str) -> type[StrategyConfig]:
+    """The settings class of the strategy that ``strategy.name=name`` selects: its LightningModule's
+    ``settings`` (``StrategyConfig`` itself for a module that declares none)."""
+    return section_settings("strategy", name)  # type: ignore[return-value]
+
+
+def corpus_settings(name: str) -> type[DataConfig]:
+    """The settings class of the corpus that ``data.name=name`` selects: its ``CorpusReader``'s
+    ``settings`` (``DataConfig`` itself for a reader that names none)."""
+    return section_settings("data", name)  # type: ignore[return-value]
+
+
+def _typed_section(cfg: DictConfig, section: str, name: str) -> DictConfig:
+    """``cfg`` with its ``section`` typed by the settings class of entry ``name``. The values of the
+    fields the new class shares with the old one are kept; the old entry's own are dropped (they
+    were set for another strategy or corpus, which a later layer replaced)."""
+    settings = section_settings(section, name)
+    if OmegaConf.get_type(cfg[section]) is settings:
         return cfg
     shared = {f.name for f in fields(settings)}
-    kept = {k: v for k, v in OmegaConf.to_container(cfg.strategy).items() if k in shared}  # type: ignore[union-attr]
+    kept = {k: v for k, v in OmegaConf.to_container(cfg[section]).items() if k in shared}  # type: ignore[union-attr]
     out: DictConfig = OmegaConf.merge(cfg)  # type: ignore[assignment]  # a copy: the caller's stays as it was
     OmegaConf.set_readonly(out, False)
-    out.strategy = OmegaConf.merge(OmegaConf.structured(settings), kept)
+    out[section] = OmegaConf.merge(OmegaConf.structured(settings), kept, {"name": name})
     return out
 
 
-def _rename_deprecated(update: DictConfig, strategy: str, source: str) -> None:
-    """Rewrite, in ``update``, an old name of a setting of ``strategy`` (its class's ``RENAMED``) to
-    the new one, with a warning."""
-    section = update.get("strategy") if "strategy" in update else None
-    if not isinstance(section, DictConfig):
+def _rename_deprecated(update: DictConfig, section: str, name: str, source: str) -> None:
+    """Rewrite, in ``update``, an old name of a setting of entry ``name`` (its class's ``RENAMED``)
+    to the new one, with a warning."""
+    node = update.get(section) if section in update else None
+    if not isinstance(node, DictConfig):
         return
-    for old, new in inherited(strategy_settings(strategy), "RENAMED").items():
-        if old not in section:
+    noun = TYPED_SECTIONS[section].NOUN
+    for old, new in inherited(section_settings(section, name), "RENAMED").items():
+        if old not in node:
             continue
-        if new in section and section[new] != section[old]:
+        was, now = f"{section}.{old}", f"{section}.{new}"
+        if new in node and node[new] != node[old]:
             raise ConfigError(
-                f"{source}: sets both 'strategy.{old}' ({section[old]}) and 'strategy.{new}' ({section[new]}); "
-                f"'strategy.{old}' is the old name of 'strategy.{new}' for strategy {strategy}: keep only "
-                f"'strategy.{new}'"
+                f"{source}: sets both '{was}' ({node[old]}) and '{now}' ({node[new]}); "
+                f"'{was}' is the old name of '{now}' for {noun} {name}: keep only '{now}'"
             )
         warnings.warn(
-            f"{source}: 'strategy.{old}' is the old name of 'strategy.{new}' for strategy {strategy}, read as it "
-            f"until the next release: write 'strategy.{new}'",
+            f"{source}: '{was}' is the old name of '{now}' for {noun} {name}, read as it "
+            f"until the next release: write '{now}'",
             FutureWarning,
             stacklevel=2,
         )
-        with open_dict(section):
-            section[new] = section.pop(old)
+        with open_dict(node):
+            node[new] = node.pop(old)
 
 
 def _explain(err: OmegaConfBaseException, key: str, source: str, base: DictConfig) -> str:
@@ -529,25 +427,31 @@ def _explain(err: OmegaConfBaseException, key: str, source: str, base: DictConfi
     if schema is not None and leaf and leaf not in {f.name for f in fields(schema)}:
         valid = ", ".join(f.name for f in fields(schema))
         where = f"{parent}." if parent else ""
-        owners = _other_strategies_with(leaf) if parent == "strategy" else []
+        owners = _others_with(parent, leaf) if parent in TYPED_SECTIONS else []
         if owners:
+            noun = TYPED_SECTIONS[parent].NOUN
             return (
-                f"{source}: unknown key '{key}': it is a setting of strategy {' and '.join(owners)}, and this run's "
-                f"strategy is {base.strategy.name}. Valid keys under 'strategy.': {valid}"
+                f"{source}: unknown key '{key}': it is a setting of {noun} {_listed(owners)}, and this run's "
+                f"{noun} is {base[parent].name}. Valid keys under '{parent}.': {valid}"
             )
         return f"{source}: unknown key '{key}'. Valid keys under '{where or '(top level)'}': {valid}"
     msg = str(err).splitlines()[0]
     return f"{source}: bad value for '{key}': {msg}"
 
 
-def _other_strategies_with(key: str) -> list[str]:
-    """The registered strategies whose settings have ``key`` (under its own or a deprecated name)."""
+def _others_with(section: str, key: str) -> list[str]:
+    """The registered entries of ``section`` whose settings have ``key`` (under its own or a deprecated name)."""
     owners = []
-    for name in STRATEGIES.names():
-        settings = strategy_settings(name)
+    for name in REGISTRIES[f"{section}.name"].names():
+        settings = section_settings(section, name)
         if key in {f.name for f in fields(settings)} or key in inherited(settings, "RENAMED"):
             owners.append(name)
     return owners
+
+
+def _listed(names: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else names[0]
 
 
 def _schema_at(dotted: str, cfg: DictConfig) -> type | None:
@@ -687,13 +591,9 @@ def renamed_keys(update: Any, source: str, warn: bool = True) -> Any:
     return update
 
 
-#: Settings with a fixed set of values; ``valid_choices`` adds the registries' keys.
+#: Settings with a fixed set of values; ``valid_choices`` adds the registries' keys. Those of the
+#: typed sections (``data``, ``strategy``) are their settings classes' ``CHOICES``.
 _CHOICES = {
-    "data.out_of_set_votes": ("renormalise", "drop_utterance"),
-    "data.multi_label_votes": ("each", "split"),
-    "data.on_bad_labels": ("error", "skip"),
-    "data.on_bad_audio": ("error", "skip"),
-    "data.max_duration_policy": ("truncate", "skip"),
     "model.finetune": ("lora", "full"),
     "model.dtype": ("float32", "bfloat16", "float16", "auto"),
     "model.rollout_engine": ("fast", "generate"),
@@ -704,9 +604,8 @@ _CHOICES = {
 
 
 #: Lowest value (and whether it is allowed) of numeric settings; keys a config lacks are passed over.
-#: The strategy's are checked by its settings class (``StrategyConfig.check``).
+#: The typed sections' are checked by their settings classes (``SectionSettings.check``).
 _AT_LEAST: dict[str, tuple[float, bool]] = {
-    **{f"data.{k}": (0, True) for k in ("n_train", "n_val", "n_test", "num_workers", "limit_train", "limit_eval")},
     **{f"model.{k}": (1, True) for k in ("lora_r", "chunk_seconds")},
     "model.lora_alpha": (0, False),
     **{f"trainer.{k}": (1, True) for k in ("num_nodes", "check_val_every_n_epoch", "log_every_n_steps")},
@@ -723,7 +622,8 @@ _AT_MOST: dict[str, tuple[float, bool]] = {
 def valid_choices() -> dict[str, tuple[str, ...]]:
     """Every setting with a set of valid values, and those values: ``strategy.name``, ``data.name``
     and ``model.name`` are what ``ambemo.registry`` holds (importing the built-in entries and the
-    ``AMBEMO_PLUGINS`` modules on first use), the others fixed here."""
+    ``AMBEMO_PLUGINS`` modules on first use), the others fixed here (the typed sections' own are
+    their settings classes' ``CHOICES``, which depend on the chosen entry)."""
     return {**{key: tuple(registry.choices()) for key, registry in REGISTRIES.items()}, **_CHOICES}
 
 
@@ -761,22 +661,18 @@ def _check(cfg: DictConfig) -> None:
     for key, valid in valid_choices().items():
         check_choice(cfg, key, valid)
     _check_numbers(cfg)
-    settings = strategy_settings(cfg.strategy.name)
-    if OmegaConf.get_type(cfg.strategy) is not settings:  # set past compose (e.g. cfg.strategy.name = ...)
-        raise ConfigError(f"cfg.strategy is not typed {settings.__name__}, strategy {cfg.strategy.name}'s settings")
-    settings.check(cfg)
+    for section, base in TYPED_SECTIONS.items():
+        name = cfg[section].name
+        settings = section_settings(section, name)
+        if OmegaConf.get_type(cfg[section]) is not settings:  # set past compose (e.g. cfg.strategy.name = ...)
+            raise ConfigError(f"cfg.{section} is not typed {settings.__name__}, {base.NOUN} {name}'s settings")
+        settings.check(cfg)
     # a family's own name loads its checkpoint; its alias (tiny_name) builds the random twin offline
     if cfg.model.name in BACKBONES.names() and not cfg.model.path:
         raise ConfigError(
             f"model.name={cfg.model.name} loads a local checkpoint: set model.path=/dir/of/the/checkpoint "
             "(no model hub is contacted)"
         )
-    _check_data(cfg.data)
-    if len(set(cfg.data.classes)) != len(cfg.data.classes) or len(cfg.data.classes) < 2:
-        raise ConfigError(f"data.classes must list at least two distinct names, got {list(cfg.data.classes)}")
-    for key in ("data.batch_size", "data.eval_batch_size"):
-        if OmegaConf.select(cfg, key) < 1:
-            raise ConfigError(f"'{key}' must be >= 1")
     if cfg.trainer.distributed.startswith(("ddp_spawn", "ddp_notebook", "ddp_fork")):
         raise ConfigError(
             f"trainer.distributed={cfg.trainer.distributed}: use trainer.distributed=ddp (trainer=ddp). Spawned "
@@ -784,29 +680,6 @@ def _check(cfg: DictConfig) -> None:
         )
     if cfg.trainer.checkpoint_every_n_steps < 0:
         raise ConfigError("'trainer.checkpoint_every_n_steps' must be >= 0")
-
-
-def _check_data(data: DictConfig) -> None:
-    """The corpus keys: a manifest needs its path (and may supply the classes), the chosen corpus's
-    own checks (``CorpusReader.check``: IEMOCAP's fold), shares in range."""
-    if data.name == "manifest":
-        if not data.path:
-            raise ConfigError("data=manifest needs data.path=FILE.jsonl")
-        if not data.classes:
-            from ambemo.data.manifest import manifest_classes
-
-            try:
-                data.classes = manifest_classes(data.path)
-            except ValueError as err:
-                raise ConfigError(f"data.classes=[] takes the manifest's class names, but {err}") from None
-    corpus_check = getattr(CORPORA[data.name], "check", None)  # the settings only that corpus reads
-    problem = corpus_check(data) if corpus_check else None
-    if problem:
-        raise ConfigError(problem)
-    if min(data.val_fraction, data.test_fraction) < 0 or data.val_fraction + data.test_fraction >= 1:
-        raise ConfigError("'data.val_fraction' and 'data.test_fraction' must be >= 0 with a sum below 1")
-    if data.max_seconds <= 0:
-        raise ConfigError("'data.max_seconds' must be > 0")
 
 
 # --------------------------------------------------------------------------------------------
@@ -862,20 +735,23 @@ def describe(cfg: DictConfig, cls: type = RunConfig, prefix: str = "") -> list[s
 
 def saved_run_config(saved: DictConfig, source: str) -> DictConfig:
     """A saved run config (a run folder's ``config.yaml``) on the typed schema, so settings added
-    since have their defaults. Configs saved before the settings were split by strategy hold every
-    strategy's keys: the other strategies' are dropped, and a renamed key is read under its new
-    name (silently: a run's saved file is not the user's to edit)."""
-    settings = strategy_settings(OmegaConf.select(saved, "strategy.name", default=StrategyConfig.name))
-    section = saved.get("strategy") if "strategy" in saved else None
-    if isinstance(section, DictConfig):
+    since have their defaults. Configs saved before the settings were split by strategy and by
+    corpus hold every strategy's and every corpus's keys: the other entries' are dropped, and a
+    renamed key is read under its new name (silently: a run's saved file is not the user's to edit)."""
+    for section, base in TYPED_SECTIONS.items():
+        node = saved.get(section) if section in saved else None
+        if not isinstance(node, DictConfig):
+            continue
+        settings = section_settings(section, node.get("name", base.name))
         own, renamed = {f.name for f in fields(settings)}, inherited(settings, "RENAMED")
-        every = {f.name for name in STRATEGIES.names() for f in fields(strategy_settings(name))}
-        with open_dict(section):
-            for key in [k for k in section if k not in own]:
-                if key in renamed and renamed[key] not in section:
-                    section[renamed[key]] = section.pop(key)
+        names = REGISTRIES[f"{section}.name"].names()
+        every = {f.name for name in names for f in fields(section_settings(section, name))}
+        with open_dict(node):
+            for key in [k for k in node if k not in own]:
+                if key in renamed and renamed[key] not in node:
+                    node[renamed[key]] = node.pop(key)
                 elif key in every:
-                    section.pop(key)
+                    node.pop(key)
     return _merge(OmegaConf.structured(RunConfig), saved, source)
 
 

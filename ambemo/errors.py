@@ -25,6 +25,12 @@ class AmbemoError(Exception):
         return f"{self.kind}: {message}" if self.kind else message
 
 
+class ConfigError(AmbemoError, ValueError):
+    """A configuration problem, with a message that says what to change."""
+
+    kind = "config error"
+
+
 class RunFolderError(AmbemoError, ValueError):
     """A run folder is missing, unusable for what was asked (fast-dev, failed, no weights) or malformed."""
 

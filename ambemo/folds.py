@@ -28,7 +28,7 @@ def run_folds(experiment: str | None, overrides: list[str], folds: tuple[int, ..
     """Train and test ``experiment`` on each IEMOCAP fold; returns the written ``folds-*.json``."""
     from ambemo.train import RUN_DIR_ENV, train
 
-    first = compose(experiment, [*overrides, f"data.fold={folds[0]}"])
+    first = compose(experiment, overrides)  # without a fold: only IEMOCAP's settings have one
     if first.data.name != "iemocap":
         raise ConfigError(
             f"ambemo folds runs IEMOCAP's sessions as folds; {first.experiment} uses data={first.data.name}"

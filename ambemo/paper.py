@@ -41,6 +41,8 @@ class Setting:
     """What the paper states, with its section; empty when it is silent."""
     source: str
     """Where the value comes from when the paper is silent or loose (or how its words map to a key)."""
+    corpora: tuple[str, ...] | None = None
+    """The corpora (``data.name``) whose settings have the key; None: every corpus."""
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -77,7 +79,14 @@ SETTINGS: tuple[Setting, ...] = (
         'pi_ref is "the original LALM without any update" (Eq. 5); start not stated',
         "inferred: start from the base model, the reference being the same weights without adapters",
     ),
-    Setting("data.fold", ROWS, 1, "IEMOCAP: 5-fold leave-one-session-out (§4)", "`ambemo folds` runs folds 1-5"),
+    Setting(
+        "data.fold",
+        ROWS,
+        1,
+        "IEMOCAP: 5-fold leave-one-session-out (§4)",
+        "`ambemo folds` runs folds 1-5",
+        ("iemocap",),
+    ),
     # ---- the paper is silent: chosen ----------------------------------------------------------
     Setting("strategy.weight_decay", TRAINED, 0.0, "", "transformers / TRL default (0.0)"),
     Setting("strategy.betas", TRAINED, [0.9, 0.999], "", "AdamW default (torch, TRL)"),
@@ -217,9 +226,9 @@ def paper_row(cfg: DictConfig) -> str:
     return str(cfg.strategy.name)
 
 
-def settings_for(row: str) -> list[Setting]:
-    """The settings that apply to one Table 2 row."""
-    return [s for s in SETTINGS if row in s.rows]
+def settings_for(row: str, corpus: str) -> list[Setting]:
+    """The settings that apply to one Table 2 row on one corpus (``data.name``)."""
+    return [s for s in SETTINGS if row in s.rows and (s.corpora is None or corpus in s.corpora)]
 
 
 def _plain(value: Any) -> Any:
@@ -230,7 +239,7 @@ def mismatches(cfg: DictConfig, row: str | None = None) -> list[str]:
     """Keys of ``cfg`` whose value differs from the table for its row: ``key: has X, table Y``."""
     row = row or paper_row(cfg)
     out = []
-    for setting in settings_for(row):
+    for setting in settings_for(row, cfg.data.name):
         value = _plain(OmegaConf.select(cfg, setting.key))
         if value != setting.value:
             out.append(f"{setting.key}: has {value!r}, the table says {setting.value!r}")
@@ -241,7 +250,7 @@ def provenance(cfg: DictConfig) -> str:
     """Comment lines: each tabled key of this config's row, its value, the paper's word and the source."""
     row = paper_row(cfg)
     lines = [f"# Paper settings for Table 2 row '{row}' (ambemo/paper.py):"]
-    for setting in settings_for(row):
+    for setting in settings_for(row, cfg.data.name):
         value = _plain(OmegaConf.select(cfg, setting.key))
         mark = "" if value == setting.value else f"  <- differs from the table ({setting.value!r})"
         said = setting.paper or "paper silent"

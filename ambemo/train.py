@@ -86,7 +86,6 @@ from ambemo.runs import (
     write_summary,
 )
 from ambemo.strategies import EmotionModule, build_strategy
-from ambemo.strategies.base import OnPolicyModule
 from ambemo.throughput import ThroughputLog
 
 RUN_DIR_ENV = "AMBEMO_RUN_DIR"  # shared by DDP ranks: Lightning re-launches them with our environment
@@ -369,10 +368,8 @@ def run(cfg: DictConfig, run_dir: Path, resume: Path | None, init: Path | None, 
         if resume is not None:
             print(f"[ambemo] resuming from {resume}")
             keep_earlier_metrics(trainer, run_dir, resume)
-    if resume is not None and isinstance(module, OnPolicyModule):
-        # The reference policy is the weights training started from: snapshot them now, before
-        # the checkpoint's weights are restored (on_fit_start would copy those).
-        module.freeze_reference()
+    if resume is not None:
+        module.before_resume()
     try:
         if t.max_epochs != 0:  # max_epochs=0: evaluation only (zero-shot, cross-corpus)
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+
+from ambemo.config import compose
+from ambemo.registry import REGISTRIES
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -17,6 +22,8 @@ os.environ.pop("WANDB_API_KEY", None)  # tests never talk to a W&B server
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 SMALL = {"n_train": 48, "n_val": 8, "n_test": 8}
+PLUGIN_DIR = Path(__file__).resolve().parent / "plugin_example"
+PLUGIN = "toy_ambemo_plugin"
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +48,31 @@ def fast_overrides(small_corpus: Path, tmp_path: Path) -> list[str]:
         "strategy.max_new_tokens=24",
         "trainer.accelerator=cpu",
     ]
+
+
+@pytest.fixture
+def plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The example plugin (tests/plugin_example/), enabled the way a user does; its registrations
+    are undone afterwards."""
+    for registry in REGISTRIES.values():  # a copy, so the test's entries go when monkeypatch restores
+        monkeypatch.setattr(registry, "_entries", dict(registry.items()))
+    monkeypatch.syspath_prepend(str(PLUGIN_DIR))
+    monkeypatch.setenv("AMBEMO_PLUGINS", PLUGIN)
+    monkeypatch.setenv("AMBEMO_CONFIG_PATH", str(PLUGIN_DIR))
+    yield PLUGIN
+    sys.modules.pop(PLUGIN, None)  # imported again (and so registered again) by the next test that enables it
+
+
+def for_its_corpus(experiment: str, overrides: list[str]) -> list[str]:
+    """``overrides`` without the ``data.*`` keys that ``experiment``'s corpus does not have: each
+    corpus has settings of its own, and ``fast_overrides`` sizes the synthetic corpus."""
+    data = compose(experiment, []).data
+
+    def its_own(item: str) -> bool:
+        key = item.partition("=")[0]
+        return not key.startswith("data.") or key.removeprefix("data.") in data
+
+    return [item for item in overrides if its_own(item)]
 
 
 @pytest.fixture(autouse=True)

@@ -6,30 +6,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import for_its_corpus
 
 from ambemo import cli
 from ambemo.config import compose, experiment_names, group_options, valid_choices
-from ambemo.registry import BACKBONES, CORPORA, REGISTRIES, STRATEGIES, RegistryError
+from ambemo.registry import BACKBONES, CORPORA, STRATEGIES, RegistryError
 from ambemo.runs import FAST_DEV_RUN, run_folders, status
-
-PLUGIN_DIR = Path(__file__).resolve().parent / "plugin_example"
-PLUGIN = "toy_ambemo_plugin"
-
-
-@pytest.fixture
-def plugin(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The example plugin, enabled the way a user does; its registrations are undone afterwards."""
-    for registry in REGISTRIES.values():  # a copy, so the test's entries go when monkeypatch restores
-        monkeypatch.setattr(registry, "_entries", dict(registry.items()))
-    monkeypatch.syspath_prepend(str(PLUGIN_DIR))
-    monkeypatch.setenv("AMBEMO_PLUGINS", PLUGIN)
-    monkeypatch.setenv("AMBEMO_CONFIG_PATH", str(PLUGIN_DIR))
-    yield PLUGIN
-    sys.modules.pop(PLUGIN, None)  # imported again (and so registered again) by the next test that enables it
 
 
 def test_config_choices_are_the_registries() -> None:
@@ -61,7 +46,12 @@ def test_missing_plugin_is_a_config_error(monkeypatch: pytest.MonkeyPatch, capsy
 def test_toy_strategy_and_corpus_train(
     plugin: str, fast_overrides: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    fast = [*fast_overrides, "trainer.fast_dev_run=true", "data.eval_batch_size=2", "strategy.max_new_tokens=4"]
+    fast = [
+        *for_its_corpus("toy_sft", fast_overrides),  # the toy corpus has the shared settings only
+        "trainer.fast_dev_run=true",
+        "data.eval_batch_size=2",
+        "strategy.max_new_tokens=4",
+    ]
     cfg = compose("toy_sft", fast)
     assert (cfg.strategy.name, cfg.data.name) == ("toy_sft", "toy_subset")
     code = cli.main(["train", "experiment=toy_sft", *fast])

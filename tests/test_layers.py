@@ -3,8 +3,9 @@
 Layers, lowest first (docs/design.md, "Layers"); a module may import its own layer and the
 layers below it:
 
-    0 compat, errors, registry    other libraries' private APIs; the project's error types; the
-                                  extension points (a registry imports its home by name, at first use)
+    0 compat, errors, registry,   other libraries' private APIs; the project's error types; the
+      schema                      extension points (a registry imports its home by name, at first use);
+                                  the base of the settings classes that registered entries name
     1 data, metrics               corpora, clips, the DataModule; metric functions and Metrics
     2 config, paper, runs         the run configuration (its schema names data choices); the paper's settings;
                                   the run folder
@@ -31,6 +32,7 @@ LAYERS: dict[str, int] = {
     "ambemo.compat": 0,
     "ambemo.errors": 0,
     "ambemo.registry": 0,
+    "ambemo.schema": 0,
     "ambemo.data": 1,
     "ambemo.metrics": 1,
     "ambemo.config": 2,

@@ -46,7 +46,7 @@ def test_paper_experiment_composes_to_the_table(name: str) -> None:
     assert cfg.model.name == "qwen2_audio" and cfg.model.path and cfg.trainer.accelerator == "gpu"
     assert paper_row(cfg) == recipe.row
     assert cfg.data.name == ("crema_d" if name.endswith("crema_d") else "iemocap")
-    for setting in settings_for(recipe.row):
+    for setting in settings_for(recipe.row, cfg.data.name):
         expected = changes.get(setting.key, setting.value)
         assert _value(cfg, setting.key) == expected, f"{name}: {setting.key}"
     for key, value in changes.items():
@@ -63,7 +63,7 @@ def test_paper_recipes_do_not_truncate_real_utterances() -> None:
 def test_demo_departures_from_the_paper_are_all_declared(name: str) -> None:
     cfg = compose(name, [])
     declared = {d.key: d.value for d in DEPARTURES if name in d.experiments}
-    for setting in settings_for(paper_row(cfg)):
+    for setting in settings_for(paper_row(cfg), cfg.data.name):
         value = _value(cfg, setting.key)
         if value != setting.value:
             assert setting.key in declared, f"{name}: {setting.key}={value!r} departs from the paper undeclared"

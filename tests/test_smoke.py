@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import for_its_corpus
 
 from ambemo import cli
 from ambemo.config import compose, experiment_names
@@ -47,7 +48,7 @@ def test_fast_dev_run_of_every_experiment_then_real_runs(
             extra = [f"data.root={root}", "data.classes=[anger,happiness,sadness,neutral]"]
         if "rollout_max_new_tokens" in compose(name, []).strategy:
             extra += ROLLOUT
-        printed = _train([f"experiment={name}", *fast, *extra], capsys)
+        printed = _train([f"experiment={name}", *for_its_corpus(name, fast), *extra], capsys)
         (run,) = run_folders(out, name)
         assert status(run) == FAST_DEV_RUN, name
         if str(compose(name, []).model.init_from or "").startswith("latest:"):

@@ -149,9 +149,3 @@ def test_a_run_config_saved_before_the_split_reads_back(tmp_path: Path, experime
     assert to_yaml(back) == to_yaml(cfg)
     resumed = compose_resumed([f"trainer.resume={run_dir}"])
     assert resumed is not None and config_differences(cfg, resumed) == []
-
-
-def test_a_corpus_checks_only_its_own_settings() -> None:
-    with pytest.raises(ConfigError, match=r"'data\.fold' must be 1\.\.5 \(the IEMOCAP session to test on\), got 7"):
-        compose("paper/sft_cot_iemocap", ["data.fold=7"])
-    assert compose("sft_cot", ["data.fold=7"]).data.fold == 7  # the synthetic corpus has no folds

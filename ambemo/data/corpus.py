@@ -7,9 +7,13 @@ Readers (``data.name``) are ``CorpusReader`` entries of ``ambemo.registry.CORPOR
 ones register below: ``synthetic`` (the built-in corpus, generated on first use into
 ``data.root``), ``manifest`` (``data.path``, a JSONL file), ``iemocap`` (``data.root`` =
 IEMOCAP_full_release) and ``crema_d`` (``data.root`` = a CREMA-D copy). A corpus from outside the
-package registers its own reader the same way (README "Adding a corpus"). The audio cache goes to
-``data.cache_dir``, by default ``.ambemo-cache/`` in the corpus folder (``data.root``, or the
-manifest's folder).
+package registers its own reader the same way (docs/extending.md, "Adding a corpus"). The audio
+cache goes to ``data.cache_dir``, by default ``.ambemo-cache/`` in the corpus folder
+(``data.root``, or the manifest's folder).
+
+Each built-in reader names its settings class, declared beside it below (``SyntheticConfig``,
+``ManifestConfig``, ``IEMOCAPConfig``, ``CremaDConfig``): ``cfg.data`` holds ``DataConfig``'s
+keys, which every corpus has, and the chosen corpus's own, each checked by its class.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from omegaconf import DictConfig
 
@@ -24,9 +29,11 @@ from ambemo.data.audio import TARGET_RATE
 from ambemo.data.cache import AudioCache, open_audio_cache
 from ambemo.data.crema_d import read_crema_d
 from ambemo.data.iemocap import read_iemocap
-from ambemo.data.manifest import Utterance, read_manifest
+from ambemo.data.manifest import OUT_OF_SET, Utterance, manifest_classes, read_manifest
+from ambemo.data.settings import DataConfig
 from ambemo.data.skips import CorpusError, SkipReport
 from ambemo.data.synthetic import generate_corpus
+from ambemo.errors import ConfigError
 from ambemo.registry import CORPORA
 
 
@@ -47,9 +54,9 @@ class CorpusReader:
     the corpus folder (the file's folder, for a file)."""
     prepare: Callable[[DictConfig], None] | None = None
     """Run before reading, e.g. to generate the corpus on first use."""
-    check: Callable[[DictConfig], str | None] | None = None
-    """Checks the settings only this corpus reads (the data config): what is wrong, naming the key,
-    or None. ``ambemo.config`` raises it as a config error, for the chosen corpus only."""
+    settings: type[DataConfig] = DataConfig
+    """The corpus's settings class: the schema of ``cfg.data`` when this corpus is chosen, a
+    ``DataConfig`` subclass with the corpus's own fields, which its ``check`` validates."""
 
 
 def reader(cfg: DictConfig) -> CorpusReader:
@@ -112,7 +119,102 @@ def load_corpus(cfg: DictConfig, sample_rate: int = TARGET_RATE) -> Corpus:
 
 
 # --------------------------------------------------------------------------------------------
-# The built-in readers
+# The built-in readers and their settings
+
+
+@dataclass
+class SyntheticConfig(DataConfig):
+    """The built-in synthetic corpus's settings: its split sizes (it is generated with them)."""
+
+    AT_LEAST: ClassVar[dict[str, tuple[float, bool]]] = {k: (0, True) for k in ("n_train", "n_val", "n_test")}
+
+    n_train: int = 1200
+    """Synthetic corpus: number of training clips."""
+    n_val: int = 150
+    """Synthetic corpus: number of validation clips."""
+    n_test: int = 300
+    """Synthetic corpus: number of test clips."""
+
+
+@dataclass
+class SpeakerSplitsConfig(DataConfig):
+    """Seeded speaker-disjoint validation and test shares (``manifest``, ``crema_d``)."""
+
+    val_fraction: float = 0.1
+    """Seeded validation share of the speakers (``crema_d``; ``manifest`` lines without a split)."""
+    test_fraction: float = 0.1
+    """Seeded test share of the speakers (``crema_d``; ``manifest`` lines without a split)."""
+
+    @classmethod
+    def check(cls, cfg: DictConfig) -> None:
+        super().check(cfg)
+        data = cfg.data
+        if min(data.val_fraction, data.test_fraction) < 0 or data.val_fraction + data.test_fraction >= 1:
+            raise ConfigError("'data.val_fraction' and 'data.test_fraction' must be >= 0 with a sum below 1")
+
+
+@dataclass
+class OutOfSetVotesConfig(DataConfig):
+    """What happens to votes for categories outside ``classes`` (``iemocap``, ``crema_d``)."""
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"out_of_set_votes": OUT_OF_SET}
+
+    out_of_set_votes: str = "renormalise"
+    """Votes for categories outside ``classes`` (``iemocap``, ``crema_d``): ``renormalise`` drops them
+    and normalises the rest; ``drop_utterance`` skips the utterance. Both are counted."""
+
+
+@dataclass
+class ManifestConfig(SpeakerSplitsConfig):
+    """A JSONL manifest's settings: the file, and the split shares of its lines without a split."""
+
+    path: str | None = None
+    """``manifest``: the JSONL manifest file (its audio paths are relative to it)."""
+
+    @classmethod
+    def check(cls, cfg: DictConfig) -> None:
+        data = cfg.data
+        if not data.path:
+            raise ConfigError("data=manifest needs data.path=FILE.jsonl")
+        if not data.classes:  # filled before the shared checks, which need at least two classes
+            try:
+                data.classes = manifest_classes(data.path)
+            except ValueError as err:
+                raise ConfigError(f"data.classes=[] takes the manifest's class names, but {err}") from None
+        super().check(cfg)
+
+
+@dataclass
+class IEMOCAPConfig(OutOfSetVotesConfig):
+    """IEMOCAP's settings: the leave-one-session-out fold, its validation dialogs, how the
+    evaluators' judgements become votes."""
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"multi_label_votes": ("each", "split")}
+
+    fold: int = 1
+    """``iemocap``: leave-one-session-out fold k in 1..5: test = Session k, val = a seeded
+    ``val_fraction`` of the other four sessions' dialogs, train = the rest."""
+    val_fraction: float = 0.1
+    """Seeded validation share of the training sessions' dialogs (``iemocap``)."""
+    multi_label_votes: str = "each"
+    """``iemocap``: an evaluator naming k categories gives each one vote (``each``) or 1/k (``split``)."""
+    consensus_in_classes: bool = False
+    """``iemocap``: keep only utterances whose consensus label is one of ``classes`` (the usual
+    5,531-utterance set with the 4 classes)."""
+
+    @classmethod
+    def check(cls, cfg: DictConfig) -> None:
+        super().check(cfg)
+        data = cfg.data
+        if not 1 <= data.fold <= 5:
+            raise ConfigError(f"'data.fold' must be 1..5 (the IEMOCAP session to test on), got {data.fold}")
+        if not 0 <= data.val_fraction < 1:
+            raise ConfigError(f"'data.val_fraction' must be >= 0 and below 1, got {data.val_fraction}")
+
+
+@dataclass
+class CremaDConfig(SpeakerSplitsConfig, OutOfSetVotesConfig):
+    """CREMA-D's settings: the seeded actor-disjoint splits and the out-of-set votes."""
 
 
 def _read_manifest(source: Path, cfg: DictConfig, report: SkipReport) -> list[Utterance]:
@@ -125,14 +227,14 @@ def _manifest_file(cfg: DictConfig) -> Path:
     return Path(cfg.path)
 
 
+def _read_synthetic(source: Path, cfg: DictConfig, report: SkipReport) -> list[Utterance]:
+    # every line of the generated manifest has its split: no shares to fill others with
+    return read_manifest(source, list(cfg.classes), report, cfg.seed)
+
+
 def _generate_synthetic(cfg: DictConfig) -> None:
     sizes = {"n_train": cfg.n_train, "n_val": cfg.n_val, "n_test": cfg.n_test}
     generate_corpus(cfg.root, seed=cfg.seed, max_seconds=cfg.max_seconds, **sizes)
-
-
-def _check_iemocap(cfg: DictConfig) -> str | None:
-    """The fold names one of IEMOCAP's five sessions."""
-    return None if 1 <= cfg.fold <= 5 else f"'data.fold' must be 1..5 (the IEMOCAP session to test on), got {cfg.fold}"
 
 
 def _read_iemocap(source: Path, cfg: DictConfig, report: SkipReport) -> list[Utterance]:
@@ -155,8 +257,13 @@ def _read_crema_d(source: Path, cfg: DictConfig, report: SkipReport) -> list[Utt
 
 
 CORPORA.register("synthetic")(
-    CorpusReader(_read_manifest, source=lambda cfg: Path(cfg.root) / "manifest.jsonl", prepare=_generate_synthetic)
+    CorpusReader(
+        _read_synthetic,
+        source=lambda cfg: Path(cfg.root) / "manifest.jsonl",
+        prepare=_generate_synthetic,
+        settings=SyntheticConfig,
+    )
 )
-CORPORA.register("manifest")(CorpusReader(_read_manifest, source=_manifest_file))
-CORPORA.register("iemocap")(CorpusReader(_read_iemocap, check=_check_iemocap))
-CORPORA.register("crema_d")(CorpusReader(_read_crema_d))
+CORPORA.register("manifest")(CorpusReader(_read_manifest, source=_manifest_file, settings=ManifestConfig))
+CORPORA.register("iemocap")(CorpusReader(_read_iemocap, settings=IEMOCAPConfig))
+CORPORA.register("crema_d")(CorpusReader(_read_crema_d, settings=CremaDConfig))

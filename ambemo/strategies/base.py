@@ -80,6 +80,8 @@ class OnPolicyConfig(StrategyConfig):
     rollout_max_new_tokens: int = 160
     """Most reasoning tokens per rollout before the answer slot is forced."""
 
+    #: The field that holds how many rollouts are sampled per prompt (``ambemo bench`` sets it).
+    ROLLOUTS: ClassVar[str] = ""
     AT_LEAST: ClassVar[dict[str, tuple[float, bool]]] = {
         "rollout_temperature": (0, False),
         "rollout_top_p": (0, False),
@@ -102,6 +104,9 @@ class EmotionModule(L.LightningModule):
 
     settings: ClassVar[type[StrategyConfig]] = StrategyConfig
     """The strategy's settings class: the schema of ``cfg.strategy`` when this strategy is chosen."""
+    objective_metric: ClassVar[str] = "train/loss"
+    """The logged training metric that follows what the strategy optimises (SFT's ``train/kl``):
+    a run that trained has logged it."""
 
     def __init__(self, cfg: DictConfig, backbone: Backbone) -> None:
         super().__init__()
@@ -120,6 +125,11 @@ class EmotionModule(L.LightningModule):
         self.strict_loading = False
 
     # ---- start-up ---------------------------------------------------------------------------
+
+    def before_resume(self) -> None:
+        """Called when a run resumes, with the weights training started from loaded and before the
+        checkpoint's are restored: a strategy that keeps something of the starting weights (the
+        on-policy strategies' reference policy) takes it here."""
 
     def generation_budgets(self) -> dict[str, int]:
         """Config key -> most reasoning tokens generated there (evaluation; on-policy: rollouts too)."""
@@ -236,6 +246,11 @@ class OnPolicyModule(EmotionModule):
     def __init__(self, cfg: DictConfig, backbone: Backbone) -> None:
         super().__init__(cfg, backbone)
         self.reference_model: torch.nn.Module | None = None
+
+    def before_resume(self) -> None:
+        # the reference policy is the weights training started from: snapshot them before the
+        # checkpoint's weights are restored (on_fit_start would copy those)
+        self.freeze_reference()
 
     def freeze_reference(self) -> None:
         """Snapshot the current weights as the reference (full fine-tuning only)."""

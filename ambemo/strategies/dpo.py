@@ -55,6 +55,7 @@ class DPOConfig(OnPolicyConfig, SupervisedLossConfig):
     beta: float = 0.1
     """Inverse temperature of the preference loss (trl's DPO ``beta``)."""
 
+    ROLLOUTS: ClassVar[str] = "num_rollouts"
     AT_LEAST: ClassVar[dict[str, tuple[float, bool]]] = {"rejected_min_js": (0, True), "beta": (0, True)}
 
     @classmethod
@@ -69,6 +70,7 @@ class DPOModule(OnPolicyModule):
     """Curated reasoning vs the policy's worst rollout, plus the KL read-out and CE terms."""
 
     settings = DPOConfig
+    objective_metric = "train/reward_margin"
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         if not self.use_cot:

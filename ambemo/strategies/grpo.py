@@ -86,6 +86,7 @@ class GRPOConfig(OnPolicyConfig):
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"curated_reward": ("group_max", "own")}
     # before the settings were split by strategy, one ``beta`` was DPO's temperature and GRPO's KL weight
     RENAMED: ClassVar[dict[str, str]] = {"beta": "ref_kl_weight"}
+    ROLLOUTS: ClassVar[str] = "group_size"
 
     group_size: int = 4
     """K sampled trajectories per utterance (GRPO_z adds the curated one as member K+1)."""
@@ -154,6 +155,7 @@ class GRPOModule(OnPolicyModule):
     """Group-relative policy optimisation on the read-out's distribution reward."""
 
     settings = GRPOConfig
+    objective_metric = "train/reward"
 
     def __init__(self, cfg: DictConfig, backbone: Backbone) -> None:
         super().__init__(cfg, backbone)

@@ -77,6 +77,7 @@ class SFTModule(EmotionModule):
     """Token CE on the curated reasoning plus lambda * KL at the answer slot."""
 
     settings = SFTConfig
+    objective_metric = "train/kl"
 
     @functools.cached_property
     def ordinary_token_ids(self) -> torch.Tensor:

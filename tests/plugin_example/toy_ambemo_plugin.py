@@ -39,8 +39,9 @@ class ToySFTModule(SFTModule):
 
 
 def read_toy_subset(source: Path, cfg: DictConfig, report: SkipReport) -> list[Utterance]:
-    """Every other utterance of a manifest, renamed ``toy-<id>``."""
-    rows = read_manifest(source, list(cfg.classes), report, cfg.seed, cfg.val_fraction, cfg.test_fraction)
+    """Every other utterance of a built-in corpus's manifest (every line has its split), renamed
+    ``toy-<id>``. The reader names no settings class: ``cfg`` has the settings every corpus has."""
+    rows = read_manifest(source, list(cfg.classes), report, cfg.seed)
     return [replace(row, id=TOY_PREFIX + row.id) for row in rows[::2]]
 
 

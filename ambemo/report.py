@@ -331,10 +331,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return write_outputs(args, table, rows)
     try:
-        run_dirs = expand_run_dirs(args.run_dirs) if args.run_dirs else []
-        run_dirs = run_dirs or (newest_runs(args.runs) if args.runs.is_dir() else [])
+        if args.run_dirs:  # only what was named: never a table of other runs in place of unreadable ones
+            run_dirs, looked = expand_run_dirs(args.run_dirs), ", ".join(str(p) for p in args.run_dirs)
+        else:
+            run_dirs, looked = (newest_runs(args.runs) if args.runs.is_dir() else []), str(args.runs)
         if not run_dirs:
-            print(f"ambemo report: no finished runs (looked in {args.runs})", file=sys.stderr)
+            print(f"ambemo report: no finished runs (looked in {looked})", file=sys.stderr)
             return 2
         rows = build_rows(run_dirs, args.bootstrap, args.seed)
     except (OSError, ValueError, KeyError, AmbemoError) as err:

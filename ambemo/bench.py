@@ -191,7 +191,7 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict:
     common = [*model_args, f"model.finetune={args.finetune}", *overrides]
     only = args.only.split(",")
     configs = {name: measured_config(EXPERIMENTS[name], common, args) for name in STEPS if name in only}
-    base_cfg = configs.get("sft") or compose("sft_cot", common)
+    base_cfg = next(iter(configs.values()), None) or compose("sft_cot", common)  # only the model section is read
     torch.manual_seed(args.seed)
     backbone = build_backbone(base_cfg, args.size, device, args.layers)
     model = backbone.model

@@ -98,3 +98,38 @@ def test_grpo_steps_its_optimizer(
     rewards = [float(r["train/reward"]) for r in rows if r.get("train/reward")]
     assert len(rewards) == 6 and len(clip) == 6  # logged per rollout batch, whatever the stepping
     assert all(0.0 <= c <= 1.0 for c in clip)
+
+
+def test_grpo_micro_batches_give_the_whole_batch_gradient(fast_overrides: list[str]) -> None:
+    # score_rows splits a pass into forward+backward parts weighted by their share of the members:
+    # the gradient and the logged loss must be those of scoring every member at once. An uneven
+    # split (3 + 1 of a GRPO_z group of 3 rollouts + the curated member) checks the weights.
+    from ambemo.bench import bench_clips
+    from ambemo.model.backbone import load_backbone
+    from ambemo.strategies import build_strategy
+
+    cfg = compose(
+        "grpoz_cot",
+        [*fast_overrides, "model.init_from=null", "strategy.group_size=3", "strategy.rollout_max_new_tokens=12"],
+    )
+    torch.manual_seed(0)
+    module = build_strategy(cfg, load_backbone(cfg.model, cfg.data.classes))
+    module.freeze_reference()  # what on_fit_start does for a fully fine-tuned model
+    batch = module.encoder.training_batch(bench_clips(1, 2.0, 24, len(cfg.data.classes)))
+    rollouts = module.rollouts(batch)
+    module.model.eval()  # no dropout: both ways see the same function
+    params = [p for p in module.model.parameters() if p.requires_grad]
+    results = {}
+    for rows in (0, 3, 1):
+        module.cfg.strategy.score_rows = rows
+        module.model.zero_grad(set_to_none=True)
+        loss = module.optimise(rollouts, backward=torch.Tensor.backward, step=None)
+        results[rows] = (loss, [p.grad.clone() for p in params if p.grad is not None])
+    whole_loss, whole_grads = results[0]
+    assert len(whole_grads) > 0 and any(g.abs().sum() > 0 for g in whole_grads)
+    for rows in (3, 1):
+        loss, grads = results[rows]
+        torch.testing.assert_close(loss, whole_loss, rtol=1e-5, atol=1e-7)
+        assert len(grads) == len(whole_grads)
+        for got, want in zip(grads, whole_grads, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)

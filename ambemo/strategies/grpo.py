@@ -43,6 +43,12 @@ log-probs, detached: the weights have not moved yet). With one pass the ratio is
 carries the gradient, as in trl with ``num_iterations=1``. The module steps its optimizer
 itself (manual optimisation), so gradient clipping (``trainer.gradient_clip_val``) and, with one
 pass, gradient accumulation over rollout batches (``trainer.accumulate_grad_batches``) happen here.
+Each pass can score the rollouts in micro-batches of ``score_rows`` members, a forward and a
+backward each, their losses weighted by their share of the members: the loss is a mean over
+members, so the gradient is the one of the whole batch, while the activations held at once (one
+decoder layer's, recomputed under gradient checkpointing, for every member of every group) shrink
+with the micro-batch. Without CoT a member is one answer of its prompt's single forward, so that
+path always scores whole.
 Assumptions: the reference policy as in DPO; several passes and accumulation exclude each other
 (a pass needs the whole accumulated batch; checked at start-up).
 """
@@ -69,14 +75,17 @@ from ambemo.strategies.base import OnPolicyConfig, OnPolicyModule, labelled_logp
 class RolloutBatch:
     """What every optimisation pass over one batch of rollouts shares."""
 
-    score: Callable[[], tuple[torch.Tensor, torch.Tensor]]
-    """Policy log-probs and mask of each member's tokens, (B*G, T), with gradient."""
+    score: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    """``score(rows=slice(None))``: policy log-probs and mask of the tokens of the members ``rows``
+    (a slice of the B*G; all by default), (rows, T), with gradient."""
     advantages: torch.Tensor
     """Group-normalised advantage per member, (B*G,)."""
     reference_logp: torch.Tensor | None
     """Reference policy's log-probs of the same tokens (None when ref_kl_weight = 0)."""
     logs: dict[str, torch.Tensor]
     """Rollout statistics (rewards) to log once."""
+    divisible: bool = True
+    """Whether ``score`` may be called on parts of the members (micro-batches of ``score_rows``)."""
 
 
 @dataclass
@@ -109,9 +118,13 @@ class GRPOConfig(OnPolicyConfig):
     format_weight: float = 0.1
     """Weight of the format reward (lambda_3); reward = -KL(p_human || p_hat) + w * r_format.
     Unused without CoT (no text to check)."""
+    score_rows: int = 0
+    """Members scored per forward and backward in each pass (0 = all at once). Smaller lowers the
+    step's peak memory (activations scale with the rows) with the same gradient, at some speed."""
 
     AT_LEAST: ClassVar[dict[str, tuple[float, bool]]] = {
         "group_size": (1, True),
+        "score_rows": (0, True),
         "ref_kl_weight": (0, True),
         "clip_epsilon": (0, True),
         "format_weight": (0, True),
@@ -187,22 +200,31 @@ class GRPOModule(OnPolicyModule):
         """``num_iterations`` passes over one batch of rollouts: loss, ``backward``, ``step``
         (None: accumulate). Pure of the Trainer, so a benchmark can drive it with plain torch."""
         s = self.cfg.strategy
-        old_logp = None
+        members = len(rollouts.advantages)
+        size = s.score_rows if s.score_rows and rollouts.divisible else members
+        parts = [slice(i, min(i + size, members)) for i in range(0, members, size)]
+        old_logp: list[torch.Tensor] = []  # pi_old per part: the weights that sampled (pass 0, nothing stepped yet)
         for _ in range(s.num_iterations):
-            logp, mask = rollouts.score()
-            if old_logp is None:
-                old_logp = logp.detach()  # pi_old: the weights that sampled (nothing stepped yet)
-            loss, mean_kl = grpo_loss(
-                logp, old_logp, rollouts.advantages, mask, s.clip_epsilon, s.ref_kl_weight, rollouts.reference_logp
-            )
-            backward(loss)
+            loss, mean_kl, ratios = 0.0, 0.0, []
+            for i, rows in enumerate(parts):
+                logp, mask = rollouts.score(rows)
+                if len(old_logp) == i:
+                    old_logp.append(logp.detach())
+                reference = None if rollouts.reference_logp is None else rollouts.reference_logp[rows]
+                part_loss, part_kl = grpo_loss(
+                    logp, old_logp[i], rollouts.advantages[rows], mask, s.clip_epsilon, s.ref_kl_weight, reference
+                )
+                share = (rows.stop - rows.start) / members  # the loss is a mean over members
+                backward(part_loss * share if len(parts) > 1 else part_loss)
+                loss, mean_kl = loss + part_loss.detach() * share, mean_kl + part_kl * share
+                ratios.append(torch.exp(logp.detach() - old_logp[i])[mask])
             if step is not None:
                 step()
-        ratio = torch.exp(logp.detach() - old_logp)[mask]
+        ratio = torch.cat(ratios)
         clipped = ((ratio - 1).abs() > s.clip_epsilon).float().mean() if ratio.numel() else ratio.sum()
-        logs = {"train/loss": loss.detach(), "train/policy_kl": mean_kl, "train/clip_fraction": clipped}
+        logs = {"train/loss": loss, "train/policy_kl": mean_kl, "train/clip_fraction": clipped}
         self.log_dict(logs | rollouts.logs, prog_bar=True, batch_size=len(rollouts.advantages))
-        return loss.detach()
+        return loss
 
     def optimizer_step_and_schedule(self, optimizer: torch.optim.Optimizer) -> None:
         """Clip (``trainer.gradient_clip_val``), step, zero the gradients, advance the LR schedule."""
@@ -270,8 +292,13 @@ class GRPOModule(OnPolicyModule):
         reference = None
         if s.ref_kl_weight:
             reference = self.reference(seq, lambda ref: labelled_logprobs(ref, labels, temperature)[0])
+
+        def score(rows: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+            part = {k: v[rows] for k, v in seq.items()}  # views: no copy
+            return labelled_logprobs(LazyLogits(self.model, part), labels[rows], temperature)
+
         return RolloutBatch(
-            score=lambda: labelled_logprobs(LazyLogits(self.model, seq), labels, temperature),
+            score=score,
             advantages=group_advantages(rewards).flatten(),
             reference_logp=reference,
             logs=logs,
@@ -291,14 +318,15 @@ class GRPOModule(OnPolicyModule):
             reference_log_p = self.reference(batch, lambda ref: self.answer_log_probs(ref, batch))
             reference = reference_log_p.gather(1, drawn).reshape(-1, 1)
 
-        def score() -> tuple[torch.Tensor, torch.Tensor]:
-            logp = self.answer_log_probs(LazyLogits(self.model, batch), batch).gather(1, drawn).reshape(-1, 1)
+        def score(rows: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+            logp = self.answer_log_probs(LazyLogits(self.model, batch), batch).gather(1, drawn).reshape(-1, 1)[rows]
             return logp, torch.ones_like(logp, dtype=torch.bool)
 
         return RolloutBatch(
             score=score,
             advantages=group_advantages(rewards).flatten(),
             reference_logp=reference,
+            divisible=False,  # one forward of the prompts gives every member's log-prob
             logs={
                 # the objective itself (what rises), and the raw importance-weighted reward
                 "train/reward": distribution_reward(log_p.exp(), target).mean(),

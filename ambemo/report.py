@@ -236,8 +236,17 @@ def paired_table(rows: list[dict], baseline: str) -> str:
 
 
 #: What each strategy optimises, as logged in metrics.csv: it should rise (reward, margin,
-#: accuracy) or fall (KL); val/js is the validation JS.
-TRAINING_SIGNALS = ("train/reward", "train/reward_margin", "train/reward_accuracy", "train/kl", "val/js")
+#: accuracy) or fall (KL); val/js is the validation JS. GRPO's reward spread (within a group, among
+#: the sampled members) and format reward say whether its groups give the policy anything to prefer.
+TRAINING_SIGNALS = (
+    "train/reward",
+    "train/reward_spread",
+    "train/format_reward",
+    "train/reward_margin",
+    "train/reward_accuracy",
+    "train/kl",
+    "val/js",
+)
 
 
 def training_signal(run_dir: Path) -> dict[str, tuple[float, float]]:

@@ -20,7 +20,8 @@ advantage is the group's highest (tied when a rollout does as well); ``own``: re
 own read-out like any member, so it gets a lower, possibly negative, advantage when a sampled
 reasoning reads out closer to the human distribution. ``train/curated_best`` logs how often its
 own reward is the group's highest (ties included), whatever the rule; ``train/reward_curated``
-the reward it is trained with, ``train/reward_curated_own`` its own. The policy did not sample the curated member, so
+the reward it is trained with, ``train/reward_curated_own`` its own; ``train/reward_spread`` is the
+within-group standard deviation of the sampled members' rewards. The policy did not sample the curated member, so
 its importance ratio is pi / pi_old of a sequence drawn from the curator, not from pi_old: at
 the first pass the ratio is 1 in value and its gradient is the advantage times the gradient of
 the curated reasoning's log-likelihood (an advantage-weighted SFT term, length-normalised like
@@ -272,6 +273,8 @@ class GRPOModule(OnPolicyModule):
             "train/reward_kl": kl_reward.view(size, group)[:, :k].mean(),
             "train/format_reward": fmt[:, :k].mean(),
         }
+        if k > 1:  # what the policy can prefer among its own samples: their rewards' spread in a group
+            logs["train/reward_spread"] = rewards[:, :k].std(dim=1).mean()
         if s.include_curated:
             # on its own merit, whatever the rule: does the curated reasoning read out best?
             logs["train/curated_best"] = (rewards[:, k] >= rewards[:, :k].max(dim=1).values).float().mean()

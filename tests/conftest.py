@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import DictConfig
 
 from ambemo.config import compose
 from ambemo.registry import REGISTRIES
@@ -79,3 +81,24 @@ def for_its_corpus(experiment: str, overrides: list[str]) -> list[str]:
 def _fresh_run_dir_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # The recipe shares its run folder with DDP ranks through this variable; tests start clean.
     monkeypatch.delenv("AMBEMO_RUN_DIR", raising=False)
+
+
+def assert_saved_config_reads_back(cfg: DictConfig, saved: dict, run_dir: Path, section: str) -> None:
+    """A run folder whose ``config.yaml`` is ``saved`` (``cfg`` as an older release wrote it) reads back
+    as ``cfg``: typed by the same settings class, without a warning, and resumable as the same config."""
+    from omegaconf import OmegaConf
+
+    from ambemo.config import to_yaml
+    from ambemo.resume import compose_resumed, config_differences
+    from ambemo.runs import read_config
+
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(saved))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # a saved file is read without a warning
+        back = read_config(run_dir)
+    assert OmegaConf.get_type(back[section]) is OmegaConf.get_type(cfg[section])
+    assert config_differences(cfg, back) == []  # resuming it compares equal to a fresh compose
+    assert to_yaml(back) == to_yaml(cfg)
+    resumed = compose_resumed([f"trainer.resume={run_dir}"])
+    assert resumed is not None and config_differences(cfg, resumed) == []

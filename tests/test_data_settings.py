@@ -5,19 +5,17 @@ lists the chosen corpus's keys only, a plugin corpus without a settings class ge
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from conftest import assert_saved_config_reads_back
 from omegaconf import OmegaConf
 
 from ambemo.cli import main
-from ambemo.config import ConfigError, DataConfig, compose, corpus_settings, field_docs, to_yaml
+from ambemo.config import ConfigError, DataConfig, compose, corpus_settings, field_docs
 from ambemo.data.corpus import CremaDConfig, IEMOCAPConfig, ManifestConfig, SyntheticConfig
 from ambemo.registry import CORPORA
-from ambemo.resume import compose_resumed, config_differences
-from ambemo.runs import read_config
 
 #: The data section of run configs saved before the split: one class with every corpus's keys.
 OLD_DATA = {
@@ -159,14 +157,4 @@ def test_a_run_config_saved_before_the_split_reads_back(tmp_path: Path, experime
     cfg = compose(experiment, overrides)
     saved = OmegaConf.to_container(cfg)
     saved["data"] = OLD_DATA | saved["data"]  # type: ignore[index,operator]  # every corpus's keys, as saved before
-    run_dir = tmp_path / "runs" / experiment / "20250101-000000"
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(saved))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", FutureWarning)  # a saved file is read without a warning
-        back = read_config(run_dir)
-    assert OmegaConf.get_type(back.data) is OmegaConf.get_type(cfg.data)
-    assert config_differences(cfg, back) == []  # resuming it compares equal to a fresh compose
-    assert to_yaml(back) == to_yaml(cfg)
-    resumed = compose_resumed([f"trainer.resume={run_dir}"])
-    assert resumed is not None and config_differences(cfg, resumed) == []
+    assert_saved_config_reads_back(cfg, saved, tmp_path / "runs" / experiment / "20250101-000000", "data")

@@ -10,13 +10,13 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from conftest import assert_saved_config_reads_back
 from omegaconf import OmegaConf
 
 from ambemo.cli import main
-from ambemo.config import ConfigError, StrategyConfig, compose, field_docs, strategy_settings, to_yaml
+from ambemo.config import ConfigError, StrategyConfig, compose, field_docs, strategy_settings
 from ambemo.registry import STRATEGIES
-from ambemo.resume import compose_resumed, config_differences
-from ambemo.runs import read_config
+from ambemo.resume import config_differences
 from ambemo.strategies.dpo import DPOConfig
 from ambemo.strategies.grpo import GRPOConfig
 from ambemo.strategies.sft import SFTConfig
@@ -138,14 +138,4 @@ def test_a_run_config_saved_before_the_split_reads_back(tmp_path: Path, experime
     cfg = _quiet_compose(experiment)
     saved = OmegaConf.to_container(cfg)
     saved["strategy"] = old_section  # type: ignore[index]
-    run_dir = tmp_path / "runs" / experiment / "20250101-000000"
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(saved))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", FutureWarning)  # a saved file is read without a warning
-        back = read_config(run_dir)
-    assert OmegaConf.get_type(back.strategy) is OmegaConf.get_type(cfg.strategy)
-    assert config_differences(cfg, back) == []  # resuming it compares equal to a fresh compose
-    assert to_yaml(back) == to_yaml(cfg)
-    resumed = compose_resumed([f"trainer.resume={run_dir}"])
-    assert resumed is not None and config_differences(cfg, resumed) == []
+    assert_saved_config_reads_back(cfg, saved, tmp_path / "runs" / experiment / "20250101-000000", "strategy")

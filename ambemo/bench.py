@@ -15,6 +15,8 @@ timed *after* the training steps, in the state a GRPO loop leaves the model in.
 Peak memory is per measurement: on CUDA the allocator's peak, on Linux CPUs the process's peak
 resident set (VmHWM, reset before each measurement); ``memory_before_gb`` is what was in use
 when the measurement started (weights, optimizer state), so the difference is the step's own.
+On a CPU the resident set also counts freed memory that glibc keeps in its heap; run with
+``MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=0`` for a peak that follows the live tensors.
 
 ``--size 7b`` builds Qwen2AudioForConditionalGeneration from Qwen2-Audio-7B's dimensions with
 random weights directly on the device (no download; the tiny model's offline tokenizer supplies

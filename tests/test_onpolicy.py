@@ -10,8 +10,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from ambemo.bench import bench_clips
 from ambemo.config import ConfigError, compose
+from ambemo.model.backbone import load_backbone
 from ambemo.objectives.rewards import answer_reward
+from ambemo.strategies import build_strategy
 from ambemo.strategies.base import OnPolicyModule
 from ambemo.train import train
 
@@ -98,16 +101,15 @@ def test_grpo_steps_its_optimizer(
     rewards = [float(r["train/reward"]) for r in rows if r.get("train/reward")]
     assert len(rewards) == 6 and len(clip) == 6  # logged per rollout batch, whatever the stepping
     assert all(0.0 <= c <= 1.0 for c in clip)
+    spread = [float(r["train/reward_spread"]) for r in rows if r.get("train/reward_spread")]
+    # with reasoning, the spread of the K=2 sampled members' rewards per group; without, no such groups
+    assert len(spread) == (6 if experiment.endswith("_cot") else 0) and all(x >= 0.0 for x in spread)
 
 
 def test_grpo_micro_batches_give_the_whole_batch_gradient(fast_overrides: list[str]) -> None:
     # score_rows splits a pass into forward+backward parts weighted by their share of the members:
     # the gradient and the logged loss must be those of scoring every member at once. An uneven
     # split (3 + 1 of a GRPO_z group of 3 rollouts + the curated member) checks the weights.
-    from ambemo.bench import bench_clips
-    from ambemo.model.backbone import load_backbone
-    from ambemo.strategies import build_strategy
-
     cfg = compose(
         "grpoz_cot",
         [*fast_overrides, "model.init_from=null", "strategy.group_size=3", "strategy.rollout_max_new_tokens=12"],

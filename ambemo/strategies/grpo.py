@@ -216,7 +216,7 @@ class GRPOModule(OnPolicyModule):
                     logp, old_logp[i], rollouts.advantages[rows], mask, s.clip_epsilon, s.ref_kl_weight, reference
                 )
                 share = (rows.stop - rows.start) / members  # the loss is a mean over members
-                backward(part_loss * share if len(parts) > 1 else part_loss)
+                backward(part_loss * share)  # x 1.0 (one part) leaves the gradient as it was
                 loss, mean_kl = loss + part_loss.detach() * share, mean_kl + part_kl * share
                 ratios.append(torch.exp(logp.detach() - old_logp[i])[mask])
             if step is not None:
